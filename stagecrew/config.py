@@ -1,0 +1,298 @@
+"""Configuration: layered JSON, validated whole before anything starts.
+
+Layers, lowest first: shipped defaults < user config dir < project ``.stagecrew/config.json`` <
+environment (``STAGECREW_*``) < CLI flags. Layers are deep-merged as plain dicts and validated
+once; when validation fails the error names the layer (file, variable or flag) that set the bad
+value, the key path, and what was expected, so a person can fix it in one go. Nothing starts
+half-configured: a ``ConfigError`` is raised before any actor exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stagecrew.messages import ModelRole, ModelSpecWire
+
+PROJECT_DIR = ".stagecrew"
+
+
+class ConfigError(Exception):
+    """A configuration problem a person must fix; the message says where and how."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """One model as litellm names it, e.g. ``openai/gpt-4.1`` or ``ollama/qwen2.5-coder``."""
+
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    # The *name* of the environment variable that holds the key, never the key itself.
+    api_key_env: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    context_window: int | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    num_retries: int = Field(default=3, ge=0, le=10)
+    # Another model string to switch to after repeated malformed output from this one.
+    fallback: str | None = None
+
+    def wire(self, **overrides: Any) -> ModelSpecWire:
+        data = {
+            "model": self.model,
+            "api_base": self.api_base,
+            "api_key_env": self.api_key_env,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "timeout_s": self.timeout_s,
+            "num_retries": self.num_retries,
+        }
+        data.update(overrides)
+        return ModelSpecWire(**data)
+
+
+class ModelsConfig(_Strict):
+    """Models per role; a role left unset uses the primary model."""
+
+    primary: ModelSpec
+    subagent: ModelSpec | None = None
+    judge: ModelSpec | None = None
+    checkpoint: ModelSpec | None = None
+    candidate: ModelSpec | None = None
+
+    def for_role(self, role: ModelRole | str) -> ModelSpec:
+        role = ModelRole(role)
+        return getattr(self, role.value) or self.primary
+
+
+class LimitsConfig(_Strict):
+    max_steps: int = Field(default=100, gt=0)
+    wall_time_s: float = Field(default=3600.0, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    # Consecutive malformed tool calls before the fallback model (or a stop).
+    max_format_failures: int = Field(default=3, gt=0)
+
+
+class RuntimeConfig(_Strict):
+    """Where the actors run. ``address`` empty means a local head started on first use."""
+
+    address: str | None = None
+    namespace: str = "stagecrew"
+    pool_size: int = Field(default=2, ge=0, le=64)
+    event_flush_ms: int = Field(default=50, ge=0, le=5000)
+
+
+class Config(_Strict):
+    models: ModelsConfig
+    limits: LimitsConfig = LimitsConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    agent: str = "build"
+    permissions: list[str] = []
+    # What a permission rule of `ask` becomes when no person is at the terminal.
+    ask_policy: Literal["ask", "allow", "deny"] = "ask"
+    verify_commands: list[str] = []
+
+    def public_dict(self) -> dict[str, Any]:
+        """The configuration as it may appear in logs: it never holds keys, only their names."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+SHIPPED_DEFAULTS: dict[str, Any] = {
+    "models": {"primary": {"model": "openai/gpt-4.1"}},
+    "limits": {},
+    "runtime": {},
+}
+
+# Environment variables, each mapped to the key path it sets. Values are JSON when they parse
+# as JSON (numbers, booleans), else strings.
+ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "STAGECREW_MODEL": ("models", "primary", "model"),
+    "STAGECREW_API_BASE": ("models", "primary", "api_base"),
+    "STAGECREW_API_KEY_ENV": ("models", "primary", "api_key_env"),
+    "STAGECREW_SUBAGENT_MODEL": ("models", "subagent", "model"),
+    "STAGECREW_JUDGE_MODEL": ("models", "judge", "model"),
+    "STAGECREW_CHECKPOINT_MODEL": ("models", "checkpoint", "model"),
+    "STAGECREW_CANDIDATE_MODEL": ("models", "candidate", "model"),
+    "STAGECREW_MAX_STEPS": ("limits", "max_steps"),
+    "STAGECREW_AGENT": ("agent",),
+    "STAGECREW_POOL_SIZE": ("runtime", "pool_size"),
+    "RAY_ADDRESS": ("runtime", "address"),
+}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of settings: its name (a path, ``environment`` or ``command line``)."""
+
+    source: str
+    data: dict[str, Any]
+
+
+def user_config_dir() -> Path:
+    """The platform's config dir for stagecrew (``~/.config/stagecrew`` on Linux)."""
+    override = os.environ.get("STAGECREW_CONFIG_DIR")
+    if override:
+        return Path(override)
+    from platformdirs import user_config_dir as _ucd
+
+    return Path(_ucd("stagecrew"))
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest directory holding ``.stagecrew/`` or ``.git``; else ``start`` itself."""
+    start = start.resolve()
+    for d in (start, *start.parents):
+        if (d / PROJECT_DIR).is_dir() or (d / ".git").exists():
+            return d
+    return start
+
+
+def _read_json_layer(path: Path) -> Layer | None:
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "fix the file or move it away"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a JSON object at the top level, got {type(data).__name__}"
+        )
+    return Layer(str(path), data)
+
+
+def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    cur = data
+    for key in path[:-1]:
+        cur = cur.setdefault(key, {})
+    cur[path[-1]] = value
+
+
+def _env_layer(environ: dict[str, str]) -> Layer:
+    data: dict[str, Any] = {}
+    for var, path in ENV_KEYS.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            value: Any = json.loads(raw)
+            if not isinstance(value, int | float | bool):
+                value = raw
+        except json.JSONDecodeError:
+            value = raw
+        _set_path(data, path, value)
+    return Layer("environment", data)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _layer_setting(layers: list[Layer], loc: tuple[Any, ...]) -> str:
+    """The highest layer that set (a prefix of) the failing key path."""
+    for layer in reversed(layers):
+        cur: Any = layer.data
+        found = True
+        for key in loc:
+            if isinstance(cur, dict) and key in cur:
+                cur = cur[key]
+            else:
+                found = False
+                break
+        if found:
+            return layer.source
+    for layer in reversed(layers):  # fall back to the layer holding the parent
+        if loc and isinstance(layer.data.get(loc[0]), dict):
+            return layer.source
+    return layers[-1].source if layers else "configuration"
+
+
+def _explain(err: dict[str, Any], layers: list[Layer]) -> str:
+    loc = tuple(err["loc"])
+    key_path = ".".join(str(p) for p in loc)
+    source = _layer_setting(layers, loc)
+    if err["type"] == "extra_forbidden":
+        if len(loc) == 2 and loc[0] == "models":
+            roles = ", ".join(r.value for r in ModelRole)
+            return (
+                f"{source}: unknown model role '{loc[1]}' at '{key_path}': expected one of {roles}"
+            )
+        return f"{source}: unknown key '{key_path}'"
+    if err["type"] == "missing":
+        return f"{source}: '{key_path}' is required"
+    got = err.get("input")
+    shown = (
+        json.dumps(got)
+        if isinstance(got, str | int | float | bool | type(None))
+        else type(got).__name__
+    )
+    return f"{source}: '{key_path}' {err['msg'].lower()} (got {shown})"
+
+
+# Keys whose lists add up across layers instead of replacing each other: a project's rules
+# refine the user's, they do not erase them ("last matching rule wins" needs them all).
+CONCATENATED_KEYS = ("permissions", "verify_commands")
+
+
+def build_config(layers: list[Layer]) -> Config:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer.data)
+    for key in CONCATENATED_KEYS:
+        values = [layer.data[key] for layer in layers if key in layer.data]
+        if values and all(isinstance(v, list) for v in values):
+            merged[key] = [item for v in values for item in v]
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        lines = [_explain(e, layers) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(
+    project_root: Path | None = None,
+    *,
+    flags: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Read every layer and validate the result; raises ``ConfigError`` naming what is wrong."""
+    environ = dict(os.environ) if environ is None else environ
+    layers = [Layer("shipped defaults", SHIPPED_DEFAULTS)]
+    user = _read_json_layer(user_config_dir() / "config.json")
+    if user:
+        layers.append(user)
+    if project_root is not None:
+        project = _read_json_layer(project_root / PROJECT_DIR / "config.json")
+        if project:
+            layers.append(project)
+    layers.append(_env_layer(environ))
+    if flags:
+        flag_data: dict[str, Any] = {}
+        for dotted, value in flags.items():
+            if value is not None:
+                _set_path(flag_data, tuple(dotted.split(".")), value)
+        layers.append(Layer("command line", flag_data))
+    return build_config(layers)

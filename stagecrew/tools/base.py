@@ -1,0 +1,169 @@
+"""The contract every tool follows.
+
+A tool is a plain async callable with a pydantic argument model. The agent loop validates the
+model's raw arguments against ``Args`` and hands the tool a ``ToolContext``; the tool answers
+with a ``ToolResult``. Tools never raise for expected failures (bad path, no match, timeout):
+they return ``ToolResult(is_error=True)`` with a message the model can act on. Anything they do
+raise is caught by ``execute`` and turned into such a result, so a tool can never crash an agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+
+class ToolResult(BaseModel):
+    """What a tool hands back: text for the model, plus metadata for people and logs."""
+
+    content: str
+    is_error: bool = False
+    metadata: dict[str, Any] = {}
+
+
+class WorkspaceError(Exception):
+    """A path resolved outside the workspace (``..``, absolute paths, symlinks pointing out)."""
+
+
+@dataclass
+class ProcessRegistry:
+    """Process groups a tool started, so cancellation can kill every tree it left running."""
+
+    pgids: set[int] = field(default_factory=set)
+
+    def add(self, pgid: int) -> None:
+        self.pgids.add(pgid)
+
+    def discard(self, pgid: int) -> None:
+        self.pgids.discard(pgid)
+
+    def kill_all(self) -> list[int]:
+        """SIGKILL every registered process group and its descendants; returns the pgids."""
+        import psutil
+
+        killed: list[int] = []
+        for pgid in list(self.pgids):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            # A child may have started its own session; find it through the tree too.
+            try:
+                leader = psutil.Process(pgid)
+                for child in leader.children(recursive=True):
+                    try:
+                        child.kill()
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+            killed.append(pgid)
+            self.pgids.discard(pgid)
+        return killed
+
+
+@dataclass
+class ToolContext:
+    """Everything a tool may touch. One per agent; ``cwd`` persists between bash calls."""
+
+    workspace: Path
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
+    read_only: bool = False
+    session_dir: Path | None = None
+    agent_id: str = "agent"
+    processes: ProcessRegistry = field(default_factory=ProcessRegistry)
+    # Free-form per-agent state a tool may keep between calls (todo list, background jobs).
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workspace = Path(os.path.realpath(self.workspace))
+        if self.cwd is None:
+            self.cwd = self.workspace
+
+
+class Tool:
+    """Base class: subclasses set ``name``, ``description``, ``Args`` and implement ``run``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Args: ClassVar[type[BaseModel]]
+    # True when the tool never changes files or state outside the agent (plan mode may use it).
+    read_only: ClassVar[bool] = False
+
+    async def run(self, args: Any, ctx: ToolContext) -> ToolResult:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        """The OpenAI function-calling schema the model sees."""
+        params = cls.Args.model_json_schema()
+        params.pop("title", None)
+        for prop in params.get("properties", {}).values():
+            prop.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": cls.name, "description": cls.description, "parameters": params},
+        }
+
+
+def describe_validation_error(tool: str, err: ValidationError) -> str:
+    """A precise, model-readable error: which tool, which field, what was wrong."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(arguments)"
+        parts.append(f"field '{loc}': {e['msg']}")
+    return f"Invalid arguments for tool '{tool}': " + "; ".join(parts)
+
+
+async def execute(
+    tools: dict[str, Tool], name: str, arguments: str | dict[str, Any] | None, ctx: ToolContext
+) -> ToolResult:
+    """Validate and run one tool call; every failure becomes an error result, never an exception."""
+    tool = tools.get(name)
+    if tool is None:
+        known = ", ".join(sorted(tools))
+        return ToolResult(content=f"Unknown tool '{name}'. Available tools: {known}", is_error=True)
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            return ToolResult(
+                content=f"Invalid arguments for tool '{name}': not valid JSON ({exc.msg} at "
+                f"position {exc.pos}). Send the arguments as one JSON object.",
+                is_error=True,
+            )
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        return ToolResult(
+            content=f"Invalid arguments for tool '{name}': expected a JSON object, got "
+            f"{type(arguments).__name__}.",
+            is_error=True,
+        )
+    try:
+        args = tool.Args.model_validate(arguments)
+    except ValidationError as exc:
+        return ToolResult(content=describe_validation_error(name, exc), is_error=True)
+    if ctx.read_only and not tool.read_only:
+        return ToolResult(
+            content=f"Tool '{name}' is not allowed in read-only (plan) mode: it can change files.",
+            is_error=True,
+        )
+    try:
+        return await tool.run(args, ctx)
+    except WorkspaceError as exc:
+        return ToolResult(content=str(exc), is_error=True)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a tool bug must not crash the agent
+        return ToolResult(content=f"Tool '{name}' failed: {type(exc).__name__}: {exc}", is_error=True)
