@@ -10,6 +10,8 @@ raise is caught by ``execute`` and turned into such a result, so a tool can neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -60,10 +62,8 @@ class ProcessRegistry:
             try:
                 leader = psutil.Process(pgid)
                 for child in leader.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         child.kill()
-                    except psutil.Error:
-                        pass
             except psutil.Error:
                 pass
             killed.append(pgid)
@@ -99,13 +99,18 @@ class Tool:
     Args: ClassVar[type[BaseModel]]
     # True when the tool never changes files or state outside the agent (plan mode may use it).
     read_only: ClassVar[bool] = False
+    # True when the tool confines itself in read-only mode (bash runs in a sandbox or an
+    # allowlist), so plan mode may still call it.
+    sandboxable: ClassVar[bool] = False
 
     async def run(self, args: Any, ctx: ToolContext) -> ToolResult:  # pragma: no cover
         raise NotImplementedError
 
     @classmethod
+    @functools.cache
     def schema(cls) -> dict[str, Any]:
-        """The OpenAI function-calling schema the model sees."""
+        """The OpenAI function-calling schema the model sees (built once per class: pydantic's
+        schema generation costs milliseconds and the agent sends the schemas every step)."""
         params = cls.Args.model_json_schema()
         params.pop("title", None)
         for prop in params.get("properties", {}).values():
@@ -154,7 +159,7 @@ async def execute(
         args = tool.Args.model_validate(arguments)
     except ValidationError as exc:
         return ToolResult(content=describe_validation_error(name, exc), is_error=True)
-    if ctx.read_only and not tool.read_only:
+    if ctx.read_only and not (tool.read_only or tool.sandboxable):
         return ToolResult(
             content=f"Tool '{name}' is not allowed in read-only (plan) mode: it can change files.",
             is_error=True,
@@ -166,4 +171,6 @@ async def execute(
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a tool bug must not crash the agent
-        return ToolResult(content=f"Tool '{name}' failed: {type(exc).__name__}: {exc}", is_error=True)
+        return ToolResult(
+            content=f"Tool '{name}' failed: {type(exc).__name__}: {exc}", is_error=True
+        )
