@@ -1,0 +1,457 @@
+"""The agent loop: model call (streamed) → tool calls → tool results → again, until a stop reason.
+
+One linear message list, in the spirit of mini-swe-agent. Everything outside the loop comes in
+through three small ports — ``ModelPort`` (the gateway), ``EventSink`` (the supervisor's log)
+and ``PermissionPort`` (the person, for ``ask`` rules) — so the orchestrator can run this class
+as a Ray actor while tests run it in-process against the same scripted model server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from stagecrew.messages import (
+    ActorRole,
+    AssistantMessage,
+    Message,
+    ModelDelta,
+    ModelRequest,
+    ModelRequested,
+    ModelRole,
+    ModelSpecWire,
+    ModelUsage,
+    Notice,
+    PermissionRequest,
+    StopReason,
+    StreamDone,
+    StreamError,
+    StreamItem,
+    StreamText,
+    ToolCall,
+    ToolFinished,
+    ToolStarted,
+    Usage,
+    new_id,
+)
+from stagecrew.tools.base import Tool, ToolContext, ToolResult, execute
+
+DEFAULT_SYSTEM_PROMPT = """You are stagecrew, a coding agent working in a software repository.
+Use the tools to read, search, edit and run code. Read a file before you edit it. Keep edits
+minimal and run the project's tests to verify your work. When the task is complete, answer
+with a short summary of what you changed and how you verified it, without calling a tool."""
+
+
+class ModelPort(Protocol):
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...
+
+
+class EventSink(Protocol):
+    def emit(self, body: Message) -> None: ...
+
+
+PermissionPort = Callable[[PermissionRequest], Awaitable[str]]
+
+
+class AgentSpec(BaseModel):
+    """Everything an agent needs to run; built by the CLI or a parent agent, sent to an actor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session: str
+    actor_id: str
+    role: ActorRole = ActorRole.PRIMARY
+    model_role: ModelRole = ModelRole.PRIMARY
+    parent: str | None = None
+    workspace: str
+    prompt: str
+    profile: str = "build"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    tools: list[str] | None = None  # None: every tool
+    read_only: bool = False
+    permissions: list[str] = []
+    ask_policy: str = "deny"
+    model: ModelSpecWire
+    fallback_model: ModelSpecWire | None = None
+    max_steps: int = 100
+    wall_time_s: float = 3600.0
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    max_format_failures: int = 3
+    session_dir: str | None = None
+    # A transcript to continue from (resume); empty means start from the prompt.
+    messages: list[dict[str, Any]] = []
+
+
+class AgentResult(BaseModel):
+    actor_id: str
+    stop_reason: StopReason
+    summary: str = ""
+    steps: int = 0
+    usage: Usage = Usage()
+    error: str | None = None
+    # The transcript at the stop, so an interactive session's next turn continues from it.
+    messages: list[dict[str, Any]] = []
+
+
+class _Stop(Exception):
+    def __init__(self, reason: StopReason, summary: str = "", error: str | None = None):
+        super().__init__(summary or error or reason.value)
+        self.reason = reason
+        self.summary = summary
+        self.error = error
+
+
+class Agent:
+    def __init__(
+        self,
+        spec: AgentSpec,
+        model: ModelPort,
+        events: EventSink,
+        *,
+        tools: dict[str, Tool] | None = None,
+        ask_permission: PermissionPort | None = None,
+        delta_interval_s: float = 0.05,
+    ) -> None:
+        from stagecrew.tools.permissions import DEFAULT_RULES, PermissionChecker
+        from stagecrew.tools.registry import default_tools
+
+        self.spec = spec
+        self.model = model
+        self.events = events
+        all_tools = tools if tools is not None else default_tools()
+        allowed = set(spec.tools) if spec.tools is not None and "*" not in spec.tools else None
+        self.tools = {n: t for n, t in all_tools.items() if allowed is None or n in allowed}
+        self.ctx = ToolContext(
+            workspace=Path(spec.workspace),
+            read_only=spec.read_only,
+            session_dir=Path(spec.session_dir) if spec.session_dir else None,
+            agent_id=spec.actor_id,
+        )
+        # Shipped defaults first: config and profile rules after them win (last match wins).
+        self.permissions = PermissionChecker(
+            [*DEFAULT_RULES, *spec.permissions], ask_policy=spec.ask_policy
+        )
+        self.ask_permission = ask_permission
+        self.delta_interval_s = delta_interval_s
+        self.messages: list[dict[str, Any]] = list(spec.messages)
+        self.steps = 0
+        self.usage = Usage()
+        self.format_failures = 0
+        self._unreadable: dict[str, str] = {}  # text-form calls whose arguments failed to parse
+        self.active_model = spec.model
+        self.started = time.monotonic()
+
+    # -- public ------------------------------------------------------------------------------
+
+    async def run(self) -> AgentResult:
+        """Run to a stop reason. Cancellation kills every process the tools started."""
+        try:
+            if not self.messages:
+                self.messages = [
+                    {"role": "system", "content": self.spec.system_prompt},
+                    {"role": "user", "content": self.spec.prompt},
+                ]
+            while True:
+                self._check_limits()
+                await self._step()
+        except _Stop as stop:
+            return self._result(stop.reason, stop.summary, stop.error)
+        except asyncio.CancelledError:
+            self.ctx.processes.kill_all()
+            return self._result(StopReason.CANCELLED, "cancelled")
+        except Exception as exc:  # a bug in the loop ends this agent, it never hangs
+            self.ctx.processes.kill_all()
+            return self._result(StopReason.ERROR, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.ctx.processes.kill_all()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _result(
+        self, reason: StopReason, summary: str = "", error: str | None = None
+    ) -> AgentResult:
+        return AgentResult(
+            actor_id=self.spec.actor_id,
+            stop_reason=reason,
+            summary=summary,
+            steps=self.steps,
+            usage=self.usage,
+            error=error,
+            messages=_close_dangling_calls(self.messages),
+        )
+
+    def _check_limits(self) -> None:
+        spec = self.spec
+        if self.steps >= spec.max_steps:
+            raise _Stop(StopReason.MAX_STEPS, error=f"reached the step limit ({spec.max_steps})")
+        if time.monotonic() - self.started > spec.wall_time_s:
+            raise _Stop(StopReason.TIMEOUT, error=f"ran longer than {spec.wall_time_s:g} s")
+        if spec.max_tokens is not None and self.usage.total_tokens >= spec.max_tokens:
+            raise _Stop(
+                StopReason.BUDGET,
+                error=f"used {self.usage.total_tokens} tokens (limit {spec.max_tokens})",
+            )
+        if spec.max_cost_usd is not None and self.usage.cost_usd >= spec.max_cost_usd:
+            raise _Stop(
+                StopReason.BUDGET,
+                error=f"spent ${self.usage.cost_usd:.4f} (limit ${spec.max_cost_usd:g})",
+            )
+
+    async def _step(self) -> None:
+        self.steps += 1
+        done = await self._call_model()
+        calls = list(done.tool_calls)
+        text = done.text
+        if not calls and text:
+            calls, text = self._text_tool_calls(text)
+        assistant: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls:
+            assistant["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in calls
+            ]
+        self.messages.append(assistant)
+        self.events.emit(
+            AssistantMessage(
+                actor_id=self.spec.actor_id, step=self.steps, text=text, tool_calls=calls
+            )
+        )
+        if not calls:
+            raise _Stop(StopReason.DONE, summary=text)
+        for call in calls:
+            result = await self._run_tool(call)
+            self.messages.append(
+                {"role": "tool", "tool_call_id": call.id, "content": result.content}
+            )
+
+    def _text_tool_calls(self, text: str) -> tuple[list[ToolCall], str]:
+        """Models without native tool calling write calls as text; recognise the common forms.
+        A call whose arguments could not be read keeps its raw text, so the tool step reports
+        the precise error to the model instead of running with empty arguments."""
+        from stagecrew.llm.repair import extract_text_tool_calls
+
+        found, rest = extract_text_tool_calls(text, set(self.tools))
+        if not found:
+            return [], text
+        calls = []
+        for i, tc in enumerate(found):
+            call_id = tc.id or f"call_text_{self.steps}_{i}"
+            if tc.arguments is None:
+                self._unreadable[call_id] = tc.error or "the arguments could not be read"
+            arguments = json.dumps(tc.arguments) if tc.arguments is not None else tc.raw
+            calls.append(ToolCall(id=call_id, name=tc.name, arguments=arguments))
+        self.events.emit(
+            Notice(
+                actor_id=self.spec.actor_id,
+                level="info",
+                text=f"recognised {len(calls)} tool call(s) written as text",
+            )
+        )
+        return calls, rest
+
+    async def _call_model(self) -> StreamDone:
+        spec = self.spec
+        request = ModelRequest(
+            session=spec.session,
+            actor_id=spec.actor_id,
+            role=spec.model_role,
+            spec=self.active_model,
+            messages=self.messages,
+            tools=[t.schema() for t in self.tools.values()],
+        )
+        self.events.emit(
+            ModelRequested(
+                actor_id=spec.actor_id,
+                model=self.active_model.model,
+                step=self.steps,
+                messages=len(self.messages),
+            )
+        )
+        pending: list[str] = []
+        last_flush = time.monotonic()
+        done: StreamDone | None = None
+        async for item in self.model.stream(request):
+            if isinstance(item, StreamText):
+                pending.append(item.text)
+                now = time.monotonic()
+                if now - last_flush >= self.delta_interval_s:
+                    self.events.emit(ModelDelta(actor_id=spec.actor_id, text="".join(pending)))
+                    pending.clear()
+                    last_flush = now
+            elif isinstance(item, StreamError):
+                if item.retryable:
+                    pending.clear()
+                    self.events.emit(
+                        Notice(actor_id=spec.actor_id, level="warning", text=item.message)
+                    )
+                    continue
+                raise _Stop(StopReason.ERROR, error=item.message)
+            elif isinstance(item, StreamDone):
+                done = item
+        if pending:
+            self.events.emit(ModelDelta(actor_id=spec.actor_id, text="".join(pending)))
+        if done is None:
+            raise _Stop(StopReason.ERROR, error="the model stream ended without a final message")
+        self.usage = self.usage + done.usage
+        self.events.emit(
+            ModelUsage(
+                actor_id=spec.actor_id,
+                model=done.model or self.active_model.model,
+                usage=done.usage,
+                latency_ms=done.latency_ms,
+                attempts=done.attempts,
+            )
+        )
+        return done
+
+    async def _run_tool(self, call: ToolCall) -> ToolResult:
+        from stagecrew.llm.repair import repair_arguments
+
+        spec = self.spec
+        self.events.emit(
+            ToolStarted(
+                actor_id=spec.actor_id, call_id=call.id, tool=call.name, arguments=call.arguments
+            )
+        )
+        started = time.perf_counter()
+        format_error: str | None = None
+        result: ToolResult
+        if call.name not in self.tools:
+            known = ", ".join(sorted(self.tools))
+            format_error = f"Unknown tool '{call.name}'. Available tools: {known}"
+        elif call.id in self._unreadable:
+            format_error = (
+                f"Invalid arguments for tool '{call.name}': {self._unreadable.pop(call.id)}"
+            )
+        else:
+            repaired = repair_arguments(call.arguments)
+            if repaired.arguments is None:
+                format_error = f"Invalid arguments for tool '{call.name}': {repaired.error}"
+            else:
+                if repaired.repaired:
+                    self.events.emit(
+                        Notice(
+                            actor_id=spec.actor_id,
+                            level="info",
+                            text=f"repaired arguments of {call.name}: {repaired.note}",
+                        )
+                    )
+                result = await self._permitted_execute(call.name, repaired.arguments)
+                if result.is_error and result.content.startswith("Invalid arguments for tool"):
+                    format_error = result.content
+        if format_error is not None:
+            result = ToolResult(
+                content=format_error, is_error=True, metadata={"format_error": True}
+            )
+            self.format_failures += 1
+        else:
+            self.format_failures = 0
+        self.events.emit(
+            ToolFinished(
+                actor_id=spec.actor_id,
+                call_id=call.id,
+                tool=call.name,
+                content=result.content,
+                is_error=result.is_error,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                metadata=result.metadata,
+            )
+        )
+        if self.format_failures >= spec.max_format_failures:
+            self._on_format_failures()
+        return result
+
+    def _on_format_failures(self) -> None:
+        fallback = self.spec.fallback_model
+        if fallback is not None and self.active_model != fallback:
+            self.events.emit(
+                Notice(
+                    actor_id=self.spec.actor_id,
+                    level="warning",
+                    text=f"{self.format_failures} malformed tool calls in a row from "
+                    f"{self.active_model.model}; switching to fallback {fallback.model}",
+                )
+            )
+            self.active_model = fallback
+            self.format_failures = 0
+            return
+        raise _Stop(
+            StopReason.MODEL_FORMAT_FAILURES,
+            error=f"{self.format_failures} malformed tool calls in a row "
+            f"from {self.active_model.model}",
+        )
+
+    async def _permitted_execute(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        decision = self.permissions.check(name, arguments, self.ctx.workspace)
+        action = decision.action
+        if action == "ask":
+            action = await self._ask(name, arguments, decision)
+        if action != "allow":
+            message = (
+                decision.message
+                if decision.action == "deny"
+                else f"Permission denied by the person: {decision.reason}"
+            )
+            return ToolResult(content=message, is_error=True, metadata={"denied": True})
+        return await execute(self.tools, name, arguments, self.ctx)
+
+    async def _ask(self, name: str, arguments: dict[str, Any], decision: Any) -> str:
+        """Put an ``ask`` rule to the person; headless runs resolve it by policy."""
+        if self.ask_permission is None:
+            return "deny"
+        summary = _summarise_call(name, arguments)
+        request = PermissionRequest(
+            request_id=new_id("perm-"),
+            actor_id=self.spec.actor_id,
+            tool=name,
+            summary=summary,
+            rule=decision.rule,
+            reason=decision.reason,
+        )
+        self.events.emit(request)
+        answer = await self.ask_permission(request)
+        if answer == "always":
+            # Exactly this call: approving `rm -rf build` must not approve `rm -rf /`.
+            self.permissions.remember_call(name, arguments, self.ctx.workspace)
+            return "allow"
+        return "allow" if answer == "once" else "deny"
+
+
+def _summarise_call(name: str, arguments: dict[str, Any]) -> str:
+    for key in ("command", "file_path", "path", "url", "pattern"):
+        if key in arguments:
+            return f"{name}({str(arguments[key])[:200]})"
+    return name
+
+
+def _close_dangling_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run cancelled mid-tool leaves tool calls without results; providers reject such a
+    transcript, so each missing result is filled in with what happened."""
+    out = list(messages)
+    answered = {m.get("tool_call_id") for m in out if m.get("role") == "tool"}
+    for i in range(len(out) - 1, -1, -1):
+        msg = out[i]
+        if msg.get("role") == "assistant" and msg.get("tool_calls"):
+            missing = [c for c in msg["tool_calls"] if c["id"] not in answered]
+            fill = [
+                {"role": "tool", "tool_call_id": c["id"], "content": "[interrupted: no result]"}
+                for c in missing
+            ]
+            if fill:
+                j = i + 1
+                while j < len(out) and out[j].get("role") == "tool":
+                    j += 1
+                out[j:j] = fill
+            break
+    return out

@@ -1,0 +1,103 @@
+"""The model gateway: the one process per node that imports litellm.
+
+Agents send it ``ModelRequest``s and get ``StreamItem``s back as a stream. It holds the
+session's credentials (handed over by the supervisor, never logged), limits concurrent calls
+per provider, and accumulates usage and cost per session. A plain async class: the
+orchestrator wraps it with ``ray.remote``; tests can run it in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+from stagecrew.envutil import restore_process_env
+from stagecrew.llm.providers import provider_of, required_key_env
+from stagecrew.messages import ModelRequest, StreamDone, StreamError, StreamItem, Usage
+
+
+class ModelGateway:
+    def __init__(self, per_provider_concurrency: int = 16, preload: bool = True) -> None:
+        restore_process_env()
+        self._credentials: dict[str, dict[str, str]] = {}
+        self._usage: dict[str, Usage] = defaultdict(Usage)
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._per_provider = per_provider_concurrency
+        self.calls = 0
+        if preload:  # pay litellm's import once, at start, not on the first request
+            from stagecrew.llm.client import warm_up
+
+            warm_up()
+
+    async def warm_up(self) -> float:
+        """One real streamed call with tools, to a throw-away server on 127.0.0.1, in this
+        actor's own event loop: litellm and the OpenAI SDK set up their async clients, SSL
+        contexts and stream parsers lazily (about 0.3 s), which the first session must not pay.
+        Returns the seconds it took."""
+        import time
+
+        from stagecrew.llm.client import stream_completion
+        from stagecrew.messages import ModelRole, ModelSpecWire
+        from stagecrew.testing.scripted_llm import ScriptedLLM
+
+        started = time.perf_counter()
+        turn = {"tool_calls": [{"name": "noop", "arguments": {"x": 1}}]}
+        with ScriptedLLM([turn]) as server:
+            request = ModelRequest(
+                session="warm-up",
+                actor_id="gateway",
+                role=ModelRole.PRIMARY,
+                spec=ModelSpecWire(model="openai/warm-up", api_base=server.base_url, num_retries=0),
+                messages=[{"role": "user", "content": "warm up"}],
+                tools=[
+                    {
+                        "type": "function",
+                        "function": {"name": "noop", "parameters": {"type": "object"}},
+                    }
+                ],
+            )
+            async for _ in stream_completion(request, "unused"):
+                pass
+        return time.perf_counter() - started
+
+    def ping(self) -> dict[str, int]:
+        return {"pid": os.getpid(), "calls": self.calls}
+
+    def register_credentials(self, session: str, credentials: dict[str, str]) -> None:
+        self._credentials[session] = dict(credentials)
+
+    def forget_session(self, session: str) -> None:
+        self._credentials.pop(session, None)
+
+    def session_usage(self, session: str) -> Usage:
+        return self._usage.get(session, Usage())
+
+    def _limit(self, provider: str) -> asyncio.Semaphore:
+        if provider not in self._limits:
+            self._limits[provider] = asyncio.Semaphore(self._per_provider)
+        return self._limits[provider]
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        from stagecrew.llm.client import stream_completion
+
+        self.calls += 1
+        key_env = required_key_env(request.spec)
+        api_key = None
+        if key_env:
+            api_key = self._credentials.get(request.session, {}).get(key_env) or os.environ.get(
+                key_env
+            )
+            if not api_key:
+                yield StreamError(
+                    error_kind="missing_key",
+                    message=f"model role '{request.role.value}' ({request.spec.model}): no API key "
+                    f"— set {key_env} in the environment where you run crew",
+                )
+                return
+        async with self._limit(provider_of(request.spec.model)):
+            async for item in stream_completion(request, api_key, key_env):
+                if isinstance(item, StreamDone):
+                    self._usage[request.session] = self._usage[request.session] + item.usage
+                yield item

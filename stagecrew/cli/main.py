@@ -1,0 +1,190 @@
+"""``crew``: the command line.
+
+Kept light on purpose: nothing here imports ray or litellm, so ``crew --help`` answers in a
+fraction of a second and ``crew run`` reaches its first model request fast. The CLI talks to
+the supervisor over the control channel (see ``orchestrator.control``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stagecrew import __version__
+
+app = typer.Typer(
+    name="crew",
+    help="stagecrew: a terminal coding agent for long autonomous work, built on Ray actors.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+    stream_json = "stream-json"
+
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _err(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    sys.stderr.write(f"crew: {message}\n")
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"stagecrew {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Run `crew run "PROMPT"` for a headless session, or `crew demo` to see it work."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="What the agent should do.")],
+    model: Annotated[
+        str | None, typer.Option(help="litellm model string for the primary role.")
+    ] = None,
+    api_base: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint for the primary model.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many model turns.")] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="Agent profile (build, plan, or your own).")
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--output-format", help="text, json or stream-json.")
+    ] = OutputFormat.text,
+    background: Annotated[
+        bool,
+        typer.Option("--background", help="Print the session id and return; the work goes on."),
+    ] = False,
+    permission_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--permission-mode", help="What `ask` rules become headless: ask, allow or deny."
+        ),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS, else a local head).")
+    ] = None,
+    cwd: Annotated[
+        Path | None, typer.Option(help="Workspace directory (default: the current one).")
+    ] = None,
+) -> None:
+    """Run one task headless and exit 0 only if it ends in success."""
+    from stagecrew.cli.runner import run_session
+
+    flags = {
+        "models.primary.model": model,
+        "models.primary.api_base": api_base,
+        "limits.max_steps": max_steps,
+        "agent": agent,
+        "ask_policy": permission_mode,
+        "runtime.address": address,
+    }
+    code = run_session(prompt, flags, output_format.value, background=background, cwd=cwd)
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Keep the demo repository afterwards.")] = True,
+) -> None:
+    """Fix a failing test in a bundled sample repo with real actors and a scripted model."""
+    from stagecrew.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(keep=keep))
+
+
+@app.command()
+def down() -> None:
+    """Stop the local Ray head that stagecrew started (and every session on it)."""
+    from stagecrew.orchestrator.runtime import down as stop
+
+    print(stop())
+
+
+@app.command()
+def ps(
+    session: Annotated[str | None, typer.Argument(help="Only this session.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The live actor tree: state, elapsed, steps, tokens, cost, memory."""
+    from stagecrew.cli.runner import show_ps
+
+    raise typer.Exit(show_ps(session, as_json))
+
+
+@app.command()
+def logs(
+    session: Annotated[str, typer.Argument(help="Session id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep following new events.")
+    ] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--output-format")] = OutputFormat.text,
+) -> None:
+    """Show a session's events from its log (and follow it live with -f)."""
+    from stagecrew.cli.runner import show_logs
+
+    raise typer.Exit(show_logs(session, follow, output_format.value))
+
+
+@app.command()
+def attach(session: Annotated[str, typer.Argument(help="Session id.")]) -> None:
+    """Replay what you missed, then follow live. Ctrl-C detaches; the work goes on."""
+    from stagecrew.cli.runner import show_logs
+
+    raise typer.Exit(show_logs(session, True, "text", detach_on_interrupt=True))
+
+
+@app.command()
+def cancel(target: Annotated[str, typer.Argument(help="A session id or an actor id.")]) -> None:
+    """Cancel a session or an actor (children first, then a kill after a grace period)."""
+    from stagecrew.cli.runner import cancel_target
+
+    raise typer.Exit(cancel_target(target, kill=False))
+
+
+@app.command()
+def kill(target: Annotated[str, typer.Argument(help="A session id or an actor id.")]) -> None:
+    """Kill a session's actors or one actor at once."""
+    from stagecrew.cli.runner import cancel_target
+
+    raise typer.Exit(cancel_target(target, kill=True))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "json", "main"]

@@ -1,0 +1,162 @@
+"""The process an agent runs in: wires a plain ``Agent`` to Ray (gateway stream, supervisor
+log, permission answers) and gives the supervisor a handle to cancel it.
+
+Hosts are started ahead of need (the warm pool), so their imports are done before a session
+asks for one: taking a host from the pool costs a Ray call, not a process start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from stagecrew.actors.agent import Agent, AgentResult, AgentSpec
+from stagecrew.envutil import restore_process_env
+from stagecrew.messages import (
+    Envelope,
+    Heartbeat,
+    Message,
+    ModelRequest,
+    PermissionRequest,
+    StopReason,
+    StreamItem,
+)
+from stagecrew.tools.registry import default_tools
+
+
+class Outbox:
+    """Envelopes to the supervisor, sent in order, in batches, without blocking the loop."""
+
+    def __init__(self, supervisor: Any, session: str, sender: str) -> None:
+        self.supervisor = supervisor
+        self.session = session
+        self.sender = sender
+        self._queue: list[Envelope] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.create_task(self._drain())
+
+    def emit(self, body: Message) -> None:
+        self._queue.append(Envelope(session=self.session, sender=self.sender, body=body))
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self.supervisor.post.remote(batch)
+                except Exception:  # the supervisor is gone: nothing to report to
+                    self._queue.clear()
+            if self._closed and not self._queue:
+                return
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._task, timeout=10)
+
+
+class RayModelPort:
+    """The gateway's Ray streaming generator, as the async iterator the agent expects."""
+
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        gen = self.gateway.stream.remote(request)
+        finished = False
+        try:
+            async for ref in gen:
+                yield await ref
+            finished = True
+        finally:
+            if not finished:
+                with contextlib.suppress(Exception):
+                    ray.cancel(gen)
+
+
+def _warm_up() -> None:
+    """Do every lazy first-time cost now, while the host waits in the pool, not when a session
+    is waiting on it: tool schemas, the shell grammar behind permission checks, the repairer."""
+    from pathlib import Path
+
+    from stagecrew.llm.repair import repair_arguments
+    from stagecrew.tools.permissions import DEFAULT_RULES, PermissionChecker
+
+    for tool in default_tools().values():
+        tool.schema()
+    PermissionChecker(DEFAULT_RULES).check("bash", {"command": "git status && ls"}, Path("/"))
+    repair_arguments('{"a": 1,}')
+
+
+class AgentHost:
+    def __init__(self) -> None:
+        restore_process_env()
+        _warm_up()
+        self._task: asyncio.Task[AgentResult] | None = None
+        self.agent: Agent | None = None
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    async def run(
+        self, spec: AgentSpec, supervisor: Any, gateway: Any, heartbeat_s: float = 2.0
+    ) -> AgentResult:
+        outbox = Outbox(supervisor, spec.session, spec.actor_id)
+
+        async def ask(request: PermissionRequest) -> str:
+            return await supervisor.await_permission.remote(spec.session, request.request_id)
+
+        self.agent = Agent(spec, RayModelPort(gateway), outbox, ask_permission=ask)
+        self._task = asyncio.create_task(self.agent.run())
+        beat = asyncio.create_task(self._heartbeat(outbox, spec.actor_id, heartbeat_s))
+        try:
+            result = await asyncio.shield(self._task)
+        except asyncio.CancelledError:  # the Ray call itself was cancelled
+            self._task.cancel()
+            result = await self._task
+        except Exception as exc:
+            result = AgentResult(
+                actor_id=spec.actor_id, stop_reason=StopReason.ERROR, error=str(exc)
+            )
+        finally:
+            beat.cancel()
+        await outbox.close()
+        return result
+
+    async def _heartbeat(self, outbox: Outbox, actor_id: str, every_s: float) -> None:
+        import psutil
+
+        proc = psutil.Process()
+        proc.cpu_percent()
+        while True:
+            await asyncio.sleep(every_s)
+            agent = self.agent
+            if agent is None:
+                continue
+            outbox.emit(
+                Heartbeat(
+                    actor_id=actor_id,
+                    steps=agent.steps,
+                    tokens=agent.usage.total_tokens,
+                    cost_usd=agent.usage.cost_usd,
+                    rss_bytes=proc.memory_info().rss,
+                    cpu_percent=proc.cpu_percent(),
+                )
+            )
+
+    async def cancel(self) -> bool:
+        """Cancel the running loop; the agent kills its tools' process trees and returns."""
+        if self._task is None or self._task.done():
+            return False
+        self._task.cancel()
+        return True

@@ -1,0 +1,301 @@
+"""Finding, starting and stopping the Ray head that stagecrew's actors live on.
+
+The hot path never pays for Ray: a command reads the head record (``head.json`` in the state
+dir), pings the supervisor's control port, and is connected in a few milliseconds. Only the
+first command on a machine starts a head (``ray start``, about 6 s here) and bootstraps the
+supervisor and model gateway in a child process; the head then stays up for every later
+command until ``crew down``. A record whose head is gone — crashed, killed, or living in
+another network namespace where its ports are unreachable — fails the ping at once (loopback
+refuses immediately) and is replaced, never waited on.
+
+A local head binds to 127.0.0.1, with usage statistics off and proxy variables pointing at a
+closed loopback port so Ray's own start-up requests (cloud metadata, usage reports) go nowhere;
+every actor restores the person's real environment at start (see ``envutil``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stagecrew import __version__
+from stagecrew.envutil import blackhole_env
+from stagecrew.orchestrator.control import ControlClient, ControlError
+
+HEAD_ID_VAR = "STAGECREW_HEAD_ID"
+
+
+class RuntimeStartError(Exception):
+    """The head or the supervisor could not be started; the message says what to look at."""
+
+
+@dataclass
+class HeadRecord:
+    gcs_address: str
+    temp_dir: str
+    pgid: int
+    control_host: str
+    control_port: int
+    token: str
+    started_at: float
+    version: str
+    local: bool = True
+
+    def client(self, timeout: float = 10.0) -> ControlClient:
+        return ControlClient(self.control_host, self.control_port, self.token, timeout=timeout)
+
+
+def state_home() -> Path:
+    """Per-user runtime state (head record, logs of the head's start)."""
+    override = os.environ.get("STAGECREW_HOME")
+    if override:
+        path = Path(override)
+    else:
+        from platformdirs import user_state_dir
+
+        path = Path(user_state_dir("stagecrew"))
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def record_path() -> Path:
+    return state_home() / "head.json"
+
+
+def read_record() -> HeadRecord | None:
+    try:
+        data = json.loads(record_path().read_text())
+        return HeadRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_record(record: HeadRecord) -> None:
+    path = record_path()
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(record), fh)
+    os.replace(tmp, path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(record: HeadRecord) -> bool:
+    try:
+        record.client().ping(timeout=0.5)
+        return True
+    except (ControlError, OSError, ValueError):
+        return False
+
+
+def _gcs_reachable(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.3):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _start_lock() -> Any:
+    """Two commands starting at once must not start two heads."""
+    with open(state_home() / "head.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def connect(
+    address: str | None = None, *, start: bool = True, on_start: Any = None
+) -> ControlClient:
+    """A client for the supervisor: attach to what runs, start a local head if nothing does."""
+    if address:
+        return _connect_cluster(address)
+    record = read_record()
+    if record and _alive(record):
+        return record.client()
+    if not start:
+        raise RuntimeStartError(
+            "no stagecrew head is running (any command that needs one starts it)"
+        )
+    with _start_lock():
+        record = read_record()  # another command may have started it meanwhile
+        if record and _alive(record):
+            return record.client()
+        if on_start:
+            on_start()
+        if record and record.local and _gcs_reachable(record.gcs_address):
+            record = _bootstrap(record)  # Ray is up, only the supervisor was lost
+        else:
+            if record:
+                stop_head(record)
+            record = _bootstrap(start_head())
+        write_record(record)
+        return record.client()
+
+
+def _connect_cluster(address: str) -> ControlClient:
+    """On a cluster the supervisor is found (or created) through Ray itself."""
+    out = _run_bootstrap(address, state_home() / "bootstrap.log")
+    return ControlClient(out["host"], out["port"], out["token"])
+
+
+def start_head() -> HeadRecord:
+    temp_dir = tempfile.mkdtemp(prefix="sc-ray-", dir="/tmp")  # short: Ray's socket paths
+    gcs_port = _free_port()
+    env = blackhole_env(os.environ)
+    env[HEAD_ID_VAR] = temp_dir
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env["RAY_DEDUP_LOGS"] = "0"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs_port}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+        "--include-dashboard=false",
+        f"--dashboard-port={_free_port()}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--num-cpus={os.cpu_count() or 1}",
+    ]
+    log_path = Path(temp_dir) / "start.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            code = -1
+    record = HeadRecord(
+        gcs_address=f"127.0.0.1:{gcs_port}",
+        temp_dir=temp_dir,
+        pgid=proc.pid,
+        control_host="",
+        control_port=0,
+        token="",
+        started_at=time.time(),
+        version=__version__,
+    )
+    if code != 0:
+        stop_head(record)
+        tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
+        raise RuntimeStartError(
+            f"could not start a local Ray head (ray start exited {code}):\n{tail}"
+        )
+    return record
+
+
+def _run_bootstrap(address: str, log_path: Path) -> dict[str, Any]:
+    env = blackhole_env(os.environ)
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    cmd = [
+        sys.executable,
+        "-m",
+        "stagecrew.orchestrator.bootstrap",
+        "--address",
+        address,
+        "--state-home",
+        str(state_home()),
+    ]
+    with open(log_path, "w") as log:
+        proc = subprocess.run(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, timeout=180
+        )
+    lines = [ln for ln in proc.stdout.decode().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = log_path.read_text(errors="replace")[-1500:]
+        raise RuntimeStartError(f"could not start the stagecrew supervisor on {address}:\n{tail}")
+    return json.loads(lines[-1])
+
+
+def _bootstrap(record: HeadRecord) -> HeadRecord:
+    try:
+        out = _run_bootstrap(record.gcs_address, Path(record.temp_dir) / "bootstrap.log")
+    except (RuntimeStartError, subprocess.TimeoutExpired):
+        stop_head(record)
+        raise
+    record.control_host = out["host"]
+    record.control_port = out["port"]
+    record.token = out["token"]
+    return record
+
+
+def head_processes(record: HeadRecord) -> list[Any]:
+    """Every process of this head: its process group, plus anything its actors started
+    (found by the head id every actor process and tool subprocess inherits)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.pid == os.getpid():
+                continue
+            if os.getpgid(proc.pid) == record.pgid:
+                found.append(proc)
+                continue
+            if proc.environ().get(HEAD_ID_VAR) == record.temp_dir:
+                found.append(proc)
+        except (psutil.Error, ProcessLookupError, PermissionError, OSError):
+            continue
+    return found
+
+
+def stop_head(record: HeadRecord, grace_s: float = 3.0) -> int:
+    """Stop exactly this head's processes (never other Ray instances), then its files."""
+    import psutil
+
+    procs = head_processes(record)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=2.0)
+    shutil.rmtree(record.temp_dir, ignore_errors=True)
+    return len(procs)
+
+
+def down() -> str:
+    """Stop the local head if one is recorded; says what it did."""
+    record = read_record()
+    if record is None:
+        return "no stagecrew head is recorded"
+    if _alive(record):
+        with contextlib.suppress(ControlError, OSError):
+            record.client(timeout=5).call("shutdown", timeout=5)
+    count = stop_head(record)
+    with contextlib.suppress(OSError):
+        record_path().unlink()
+    return f"stopped the stagecrew head ({count} processes)"

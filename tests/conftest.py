@@ -1,0 +1,90 @@
+"""Shared fixtures: a real local Ray head for the whole run, the scripted model server, git repos.
+
+The head is started once per test run (``ray start`` costs about 6 s here) in a private state
+dir, and stopped at the end — after which the run asserts that no process it started is left.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from stagecrew.testing.fixtures import scripted_llm  # noqa: F401  (re-exported fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A real git repository with one commit, as a workspace."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("# test repo\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def stagecrew_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private state dir and config dir, so tests never touch a person's real head."""
+    home = tmp_path_factory.mktemp("stagecrew-home")
+    old = {k: os.environ.get(k) for k in ("STAGECREW_HOME", "STAGECREW_CONFIG_DIR")}
+    os.environ["STAGECREW_HOME"] = str(home / "state")
+    os.environ["STAGECREW_CONFIG_DIR"] = str(home / "config")
+    yield home
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def ray_head(stagecrew_home: Path) -> Iterator[object]:
+    """A real local Ray head with the supervisor and gateway, shared by the whole run."""
+    from stagecrew.orchestrator import runtime
+
+    client = runtime.connect()
+    record = runtime.read_record()
+    assert record is not None
+    yield client
+    runtime.down()
+    leftover = runtime.head_processes(record)
+    assert not leftover, f"processes left behind by the test run: {[p.pid for p in leftover]}"
+
+
+def crew(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``crew`` command line as a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "stagecrew.cli.main", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
