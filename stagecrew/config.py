@@ -73,6 +73,21 @@ class ModelsConfig(_Strict):
         return getattr(self, role.value) or self.primary
 
 
+class StuckConfig(_Strict):
+    """When the loop detector escalates (remind, re-plan, stop as stuck)."""
+
+    # The same tool call with the same result this many times in a row.
+    identical_repeats: int = Field(default=3, ge=2)
+    # A cycle of period 2..max_period repeated this many times (A-B-A-B-A-B = 3 for period 2).
+    cycle_repeats: int = Field(default=3, ge=2)
+    max_period: int = Field(default=3, ge=2)
+    # The same error from a tool this many times (not necessarily in a row) within the window.
+    error_repeats: int = Field(default=4, ge=2)
+    # The same assistant text, with no tool call, this many times.
+    text_repeats: int = Field(default=3, ge=2)
+    window: int = Field(default=24, ge=6)
+
+
 class LimitsConfig(_Strict):
     max_steps: int = Field(default=100, gt=0)
     wall_time_s: float = Field(default=3600.0, gt=0)
@@ -81,6 +96,18 @@ class LimitsConfig(_Strict):
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
     # Consecutive malformed tool calls before the fallback model (or a stop).
     max_format_failures: int = Field(default=3, gt=0)
+    # Per agent (each subagent gets its own) and how deep subagents may nest.
+    agent_wall_time_s: float | None = Field(default=None, gt=0)
+    max_subagent_depth: int = Field(default=2, ge=0, le=5)
+    stuck: StuckConfig = StuckConfig()
+
+    def session_limits(self) -> dict[str, Any]:
+        return {
+            "wall_time_s": self.wall_time_s,
+            "max_tokens": self.max_tokens,
+            "max_cost_usd": self.max_cost_usd,
+            "heartbeat_timeout_s": self.heartbeat_timeout_s,
+        }
 
 
 class RuntimeConfig(_Strict):

@@ -88,3 +88,69 @@ def crew(
         text=True,
         timeout=timeout,
     )
+
+
+def start_session(
+    workspace: Path,
+    prompt: str,
+    flags: dict[str, object],
+    *,
+    config_json: dict[str, object] | None = None,
+    interactive: bool = False,
+) -> tuple[object, str]:
+    """Start a session through the real control channel, as the CLI does; returns (client, id)."""
+    import json as _json
+
+    from stagecrew.cli.session import prepare_session
+    from stagecrew.config import load_config
+    from stagecrew.orchestrator import runtime
+
+    if config_json is not None:
+        (workspace / ".stagecrew").mkdir(exist_ok=True)
+        (workspace / ".stagecrew" / "config.json").write_text(_json.dumps(config_json))
+    config = load_config(workspace, flags=flags)
+    prepared = prepare_session(config, prompt, workspace)
+    client = runtime.connect()
+    reply = client.call(
+        "start_session",
+        spec=prepared.spec.model_dump(mode="json"),
+        credentials=prepared.credentials,
+        config=config.public_dict(),
+        limits=config.limits.session_limits(),
+        interactive=interactive,
+    )
+    return client, reply["session"]
+
+
+def follow(client: object, sid: str, timeout: float = 120) -> list[object]:
+    """Every envelope of the session until it finishes (raises on timeout)."""
+    import threading
+
+    from stagecrew.messages import Envelope
+
+    out: list[object] = []
+    done = threading.Event()
+
+    def run() -> None:
+        for msg in client.stream("follow", session=sid, after_seq=0):  # type: ignore[attr-defined]
+            if msg.get("end"):
+                break
+            out.append(Envelope.model_validate(msg))
+        done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert done.wait(timeout), f"session {sid} did not finish within {timeout} s"
+    return out
+
+
+def wait_for(predicate: object, timeout: float = 30, every: float = 0.05) -> object:
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        value = predicate()  # type: ignore[operator]
+        if value:
+            return value
+        _time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from stagecrew.actors.loopdetect import Detection, Escalation, LoopDetector, StuckConfig
 from stagecrew.messages import (
     ActorRole,
     AssistantMessage,
@@ -87,6 +88,13 @@ class AgentSpec(BaseModel):
     session_dir: str | None = None
     # A transcript to continue from (resume); empty means start from the prompt.
     messages: list[dict[str, Any]] = []
+    stuck: StuckConfig = StuckConfig()
+    # What subagents need to be built by this agent: the configured model per role, where
+    # the person's profiles live, and how deep the tree may grow.
+    role_models: dict[str, ModelSpecWire] = {}
+    user_config_dir: str | None = None
+    depth: int = 0
+    max_depth: int = 2
 
 
 class AgentResult(BaseModel):
@@ -147,6 +155,11 @@ class Agent:
         self._unreadable: dict[str, str] = {}  # text-form calls whose arguments failed to parse
         self.active_model = spec.model
         self.started = time.monotonic()
+        self.loops = LoopDetector(spec.stuck)
+        # Why a cancellation came: the supervisor's watchdog cancels with timeout, budget or
+        # stuck, a person with cancelled.
+        self.cancel_reason = StopReason.CANCELLED
+        self.cancel_detail = ""
 
     # -- public ------------------------------------------------------------------------------
 
@@ -165,7 +178,11 @@ class Agent:
             return self._result(stop.reason, stop.summary, stop.error)
         except asyncio.CancelledError:
             self.ctx.processes.kill_all()
-            return self._result(StopReason.CANCELLED, "cancelled")
+            reason = self.cancel_reason
+            detail = self.cancel_detail or reason.value
+            if reason == StopReason.CANCELLED:
+                return self._result(reason, "cancelled", error=None)
+            return self._result(reason, error=detail)
         except Exception as exc:  # a bug in the loop ends this agent, it never hangs
             self.ctx.processes.kill_all()
             return self._result(StopReason.ERROR, error=f"{type(exc).__name__}: {exc}")
@@ -228,12 +245,35 @@ class Agent:
             )
         )
         if not calls:
+            self._watch_loops(self.loops.record_text(text))
             raise _Stop(StopReason.DONE, summary=text)
+        detections = []
         for call in calls:
             result = await self._run_tool(call)
             self.messages.append(
                 {"role": "tool", "tool_call_id": call.id, "content": result.content}
             )
+            detections.append(
+                self.loops.record_tool(call.name, call.arguments, result.content, result.is_error)
+            )
+        for detection in detections:
+            self._watch_loops(detection)
+
+    def _watch_loops(self, detection: Detection | None) -> None:
+        """Escalate a detected loop: remind, then force a re-plan, then stop as stuck."""
+        if detection is None:
+            return
+        self.events.emit(
+            Notice(
+                actor_id=self.spec.actor_id,
+                level="warning",
+                text=f"loop detected ({detection.kind}): {detection.detail}; "
+                f"escalation: {detection.level.name.lower()}",
+            )
+        )
+        if detection.level >= Escalation.STOP:
+            raise _Stop(StopReason.STUCK, error=f"stuck: {detection.detail}")
+        self.messages.append({"role": "user", "content": detection.message()})
 
     def _text_tool_calls(self, text: str) -> tuple[list[ToolCall], str]:
         """Models without native tool calling write calls as text; recognise the common forms.

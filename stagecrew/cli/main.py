@@ -56,8 +56,14 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    """Run `crew run "PROMPT"` for a headless session, or `crew demo` to see it work."""
+    """Run `crew` to chat in this repository, `crew run "PROMPT"` for a headless session, or
+    `crew demo` to see it work."""
     if ctx.invoked_subcommand is None:
+        # The chat needs a person at a terminal; piped or scripted, `crew` keeps printing help.
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            from stagecrew.cli.chat import run_chat
+
+            raise typer.Exit(run_chat())
         typer.echo(ctx.get_help())
 
 

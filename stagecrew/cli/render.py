@@ -7,6 +7,7 @@ prints nothing until the end, then one result object.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from stagecrew.messages import (
     ActorFailed,
@@ -52,12 +54,106 @@ def summarise_args(tool: str, raw: str, width: int = 90) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+DIFF_TOOLS = ("edit", "apply_patch")
+
+
+def diff_lines(tool: str, raw: str) -> list[str] | None:
+    """The change an ``edit`` or ``apply_patch`` call asked for, as diff lines.
+
+    Built from the call's arguments because the tools' results describe the outcome in prose
+    (a snippet of the file after the edit), not as a diff. Lines start with ``+``, ``-``, a
+    space (context), ``@@`` or ``***`` (a file header). None for other tools or arguments
+    that are not what the tool takes.
+    """
+    try:
+        args = json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(args, dict):
+        return None
+    if tool == "edit":
+        old, new = args.get("old_string"), args.get("new_string")
+        if not isinstance(old, str) or not isinstance(new, str):
+            return None
+        diff = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=2)
+        # The ---/+++ headers name nothing and the @@ numbers count from the snippet, not the
+        # file, so only the changed and context lines are worth showing.
+        return [line for line in diff if not line.startswith(("---", "+++", "@@"))]
+    if tool == "apply_patch":
+        patch = args.get("patch")
+        if not isinstance(patch, str):
+            return None
+        lines = patch.splitlines()
+        return [
+            line
+            for line in lines
+            if line.strip() not in ("*** Begin Patch", "*** End Patch", "*** End of File")
+        ]
+    return None
+
+
+def diff_counts(lines: list[str]) -> tuple[int, int]:
+    """Added and removed lines in :func:`diff_lines` output."""
+    added = sum(1 for line in lines if line.startswith("+"))
+    removed = sum(1 for line in lines if line.startswith("-"))
+    return added, removed
+
+
+def diff_markup(line: str) -> str:
+    """One diff line as rich markup: additions green, removals red, headers cyan."""
+    text = escape(line)
+    if line.startswith("+"):
+        return f"[green]{text}[/green]"
+    if line.startswith("-"):
+        return f"[red]{text}[/red]"
+    if line.startswith(("@@", "***")):
+        return f"[cyan]{text}[/cyan]"
+    return f"[dim]{text}[/dim]"
+
+
+def actor_table(rows: list[dict[str, Any]], title: str = "stagecrew actors") -> Table:
+    """The ``ps`` rows as a table (the same columns as ``crew ps``)."""
+    table = Table(title=title)
+    for col in ("actor", "role", "parent", "state", "elapsed", "steps", "tokens", "cost", "RSS"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            row["actor_id"],
+            row["role"],
+            row["parent"] or "",
+            row["state"],
+            f"{row['elapsed_s']:.0f}s",
+            str(row["steps"]),
+            f"{row['tokens']:,}",
+            f"${row['cost_usd']:.4f}",
+            human_size(row["rss_bytes"]) if row["rss_bytes"] else "",
+        )
+    return table
+
+
 class TextRenderer:
-    def __init__(self, out: TextIO | None = None, color: bool | None = None) -> None:
+    """Envelopes as lines for people.
+
+    ``diffs=True`` (the chat) also shows what an ``edit``/``apply_patch`` call changed, in
+    colour, under its folded line when the diff has at most ``diff_max_lines`` lines; longer
+    diffs are only counted (``+a -r``) so one big patch cannot push the conversation away.
+    """
+
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        color: bool | None = None,
+        *,
+        diffs: bool = False,
+        diff_max_lines: int = 30,
+    ) -> None:
         stream = out or sys.stdout
         self.console = Console(file=stream, highlight=False, soft_wrap=True, force_terminal=color)
         self.in_text = False
         self.pending_tools: dict[str, str] = {}
+        self.diffs = diffs
+        self.diff_max_lines = diff_max_lines
+        self.pending_diffs: dict[str, list[str]] = {}
 
     def _end_text(self) -> None:
         if self.in_text:
@@ -80,16 +176,27 @@ class TextRenderer:
             self.pending_tools[body.call_id] = (
                 f"{body.tool}({escape(summarise_args(body.tool, body.arguments))})"
             )
+            if self.diffs and body.tool in DIFF_TOOLS:
+                diff = diff_lines(body.tool, body.arguments)
+                if diff:
+                    self.pending_diffs[body.call_id] = diff
         elif isinstance(body, ToolFinished):
             label = self.pending_tools.pop(body.call_id, body.tool)
+            diff = self.pending_diffs.pop(body.call_id, None)
             size = human_size(len(body.content.encode()))
             lines = body.content.count("\n") + 1 if body.content else 0
             mark = "[red]✗[/red]" if body.is_error else "[green]⏺[/green]"
             detail = f"{lines} lines, {size}"
+            if diff and not body.is_error:
+                added, removed = diff_counts(diff)
+                detail += f", [green]+{added}[/green] [red]-{removed}[/red]"
             if body.is_error:
                 first = escape(body.content.splitlines()[0][:120]) if body.content else "error"
                 detail = f"[red]{first}[/red]"
             self.console.print(f"{mark} {label} [dim]→ {detail}[/dim]")
+            if diff and not body.is_error and len(diff) <= self.diff_max_lines:
+                for line in diff:
+                    self.console.print("    " + diff_markup(line))
         elif isinstance(body, Notice):
             self._end_text()
             style = {"info": "dim", "warning": "yellow", "error": "red"}[body.level]

@@ -58,6 +58,7 @@ def run_session(
             spec=prepared.spec.model_dump(mode="json"),
             credentials=prepared.credentials,
             config=config.public_dict(),
+            limits=config.limits.session_limits(),
         )
     except (ControlError, RuntimeStartError) as exc:
         _say(str(exc))

@@ -98,9 +98,13 @@ def prepare_session(
         model=wire,
         fallback_model=fallback,
         max_steps=max_steps,
-        wall_time_s=config.limits.wall_time_s,
+        wall_time_s=config.limits.agent_wall_time_s or config.limits.wall_time_s,
         max_tokens=config.limits.max_tokens,
         max_cost_usd=config.limits.max_cost_usd,
         max_format_failures=config.limits.max_format_failures,
+        stuck=config.limits.stuck,
+        role_models={r.value: config.models.for_role(r).wire() for r in ModelRole},
+        user_config_dir=str(user_config_dir()),
+        max_depth=config.limits.max_subagent_depth,
     )
     return PreparedSession(spec=spec, credentials=credentials)

@@ -26,6 +26,7 @@ from stagecrew.messages import (
     StopReason,
     StreamItem,
 )
+from stagecrew.orchestrator.procs import ACTOR_ID_VAR
 from stagecrew.tools.registry import default_tools
 
 
@@ -98,6 +99,28 @@ def _warm_up() -> None:
     repair_arguments('{"a": 1,}')
 
 
+class RaySubagentPort:
+    """The ``task`` tool's way to the supervisor: children are actors like any other."""
+
+    def __init__(self, supervisor: Any, parent: AgentSpec) -> None:
+        self.supervisor = supervisor
+        self.parent = parent
+
+    async def spawn(self, prompt: str, profile: str, description: str) -> str:
+        from stagecrew.actors.subagents import child_spec
+
+        spec = child_spec(self.parent, prompt, profile)
+        return await self.supervisor.spawn_child.remote(spec, description)
+
+    async def wait(self, ids: list[str], timeout_s: float | None) -> dict[str, dict[str, Any]]:
+        return await self.supervisor.wait_actors.remote(ids, timeout_s)
+
+    async def cancel(self, ids: list[str]) -> None:
+        for actor_id in ids:
+            with contextlib.suppress(Exception):
+                await self.supervisor.cancel.remote(actor_id)
+
+
 class AgentHost:
     def __init__(self) -> None:
         restore_process_env()
@@ -111,12 +134,16 @@ class AgentHost:
     async def run(
         self, spec: AgentSpec, supervisor: Any, gateway: Any, heartbeat_s: float = 2.0
     ) -> AgentResult:
+        # Every process a tool starts inherits this, so the supervisor can find and kill what
+        # is left even if this process is SIGKILLed.
+        os.environ[ACTOR_ID_VAR] = spec.actor_id
         outbox = Outbox(supervisor, spec.session, spec.actor_id)
 
         async def ask(request: PermissionRequest) -> str:
             return await supervisor.await_permission.remote(spec.session, request.request_id)
 
         self.agent = Agent(spec, RayModelPort(gateway), outbox, ask_permission=ask)
+        self.agent.ctx.state["subagents"] = RaySubagentPort(supervisor, spec)
         self._task = asyncio.create_task(self.agent.run())
         beat = asyncio.create_task(self._heartbeat(outbox, spec.actor_id, heartbeat_s))
         try:
@@ -154,9 +181,12 @@ class AgentHost:
                 )
             )
 
-    async def cancel(self) -> bool:
-        """Cancel the running loop; the agent kills its tools' process trees and returns."""
-        if self._task is None or self._task.done():
+    async def cancel(self, reason: str = "cancelled", detail: str = "") -> bool:
+        """Cancel the running loop; the agent kills its tools' process trees and returns a
+        result with ``reason`` (the watchdog's timeout/budget/stuck, or a plain cancel)."""
+        if self._task is None or self._task.done() or self.agent is None:
             return False
+        self.agent.cancel_reason = StopReason(reason)
+        self.agent.cancel_detail = detail
         self._task.cancel()
         return True

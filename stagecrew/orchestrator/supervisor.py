@@ -3,8 +3,10 @@
 It owns the actor tree and the sessions: spawns agents (from a warm pool of pre-started
 hosts), appends every envelope to the session's ``events.jsonl`` (the single writer, so log
 order is the one order), streams envelopes to attached CLIs over the control channel, answers
-permission asks, and turns every way an actor can end — a result, a cancel, a crash — into an
-explicit ``ActorFinished``/``ActorFailed`` and ``SessionFinished``.
+permission asks, and turns every way an actor can end — a result, a cancel, a limit, a crash —
+into an explicit ``ActorFinished``/``ActorFailed`` with a ``StopReason``. A watchdog enforces
+wall time, token and cost budgets and heartbeats; when the supervisor itself restarts it
+rebuilds the tree from the logs and marks what died with it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,7 +28,6 @@ from stagecrew import __version__
 from stagecrew.actors.agent import AgentResult, AgentSpec
 from stagecrew.envutil import restore_process_env
 from stagecrew.messages import (
-    TERMINAL_STATES,
     ActorFailed,
     ActorFinished,
     ActorStarted,
@@ -34,15 +36,18 @@ from stagecrew.messages import (
     Envelope,
     Heartbeat,
     Message,
+    ModelUsage,
     SessionFinished,
     SessionStarted,
     StopReason,
     TurnFinished,
     UserInput,
 )
-from stagecrew.orchestrator.eventlog import EventLog, session_dir
+from stagecrew.orchestrator.eventlog import EventLog, read_events, session_dir
+from stagecrew.orchestrator.procs import kill_actor_processes
 
 CANCEL_GRACE_S = 3.0
+WATCHDOG_EVERY_S = 0.5
 
 
 def _has_news(session: SessionRuntime, index: int) -> bool:
@@ -54,6 +59,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else ""
 
 
+class SessionLimits:
+    """Budgets for a whole session, across every actor in it."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        data = data or {}
+        self.wall_time_s: float | None = data.get("wall_time_s")
+        self.max_tokens: int | None = data.get("max_tokens")
+        self.max_cost_usd: float | None = data.get("max_cost_usd")
+        self.heartbeat_timeout_s: float = float(data.get("heartbeat_timeout_s") or 30.0)
+
+
 @dataclass
 class ActorRecord:
     actor_id: str
@@ -61,6 +77,8 @@ class ActorRecord:
     role: str
     parent: str | None
     handle: Any
+    spec: AgentSpec | None = None
+    description: str = ""
     state: ActorState = ActorState.PENDING
     started_at: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.time)
@@ -70,6 +88,9 @@ class ActorRecord:
     rss_bytes: int = 0
     cpu_percent: float = 0.0
     model: str = ""
+    pid: int | None = None
+    result: AgentResult | None = None
+    stopping: str | None = None  # why the supervisor is stopping it (set once)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def row(self) -> dict[str, Any]:
@@ -84,7 +105,10 @@ class ActorRecord:
             "tokens": self.tokens,
             "cost_usd": round(self.cost_usd, 6),
             "rss_bytes": self.rss_bytes,
+            "cpu_percent": self.cpu_percent,
             "model": self.model,
+            "pid": self.pid,
+            "description": self.description,
         }
 
 
@@ -100,6 +124,7 @@ class SessionRuntime:
     started_at: float = field(default_factory=time.time)
     primary: str | None = None
     prompt: str = ""
+    limits: SessionLimits = field(default_factory=SessionLimits)
     # Interactive sessions outlive each agent run: a run ends its turn, the person writes
     # again, and the next run continues the same transcript.
     interactive: bool = False
@@ -107,12 +132,13 @@ class SessionRuntime:
     turn: int = 0
     last_result: AgentResult | None = None
     spec: AgentSpec | None = None
+    stopping: str | None = None
 
 
 class Supervisor:
     def __init__(self, state_home: str, namespace: str = "stagecrew", pool_size: int = 2) -> None:
         restore_process_env()
-        self.state_home = state_home
+        self.state_home = Path(state_home)
         self.namespace = namespace
         self.pool_size = pool_size
         self.token = secrets.token_urlsafe(24)
@@ -121,10 +147,12 @@ class Supervisor:
         self.permission_waiters: dict[tuple[str, str], asyncio.Future[str]] = {}
         self.pool: list[Any] = []
         self._pool_filling: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.gateway: Any = None
         self.server: asyncio.AbstractServer | None = None
         self.endpoint: dict[str, Any] = {}
         self.node_id = ray.get_runtime_context().get_node_id()
+        self.recovered: list[str] = []
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -133,6 +161,7 @@ class Supervisor:
             return self.endpoint
         from stagecrew.orchestrator.hosts import get_or_create_gateway
 
+        self.recovered = self._recover_from_logs()
         host = ray.util.get_node_ip_address()
         self.server = await asyncio.start_server(
             self._serve, host=host, port=0, limit=64 * 1024 * 1024
@@ -142,6 +171,7 @@ class Supervisor:
         self.gateway = get_or_create_gateway(self.node_id, self.namespace)
         self.gateway.warm_up.remote()  # in the background; requests queue behind it anyway
         self._refill_pool()
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_limits())
         return self.endpoint
 
     def _refill_pool(self) -> None:
@@ -177,19 +207,116 @@ class Supervisor:
             "pid": os.getpid(),
             "sessions": len(self.sessions),
             "pool": len(self.pool),
+            "recovered": self.recovered,
         }
 
-    # -- the log -----------------------------------------------------------------------------
+    def pool_pids(self) -> list[int]:
+        return [ray.get(h.ping.remote()) for h in self.pool]
 
-    def _session_for(self, env: Envelope) -> SessionRuntime | None:
-        return self.sessions.get(env.session)
+    # -- recovery after a restart ------------------------------------------------------------
+
+    def _index_path(self) -> Path:
+        return self.state_home / "sessions.jsonl"
+
+    def _index_session(self, sid: str, workspace: str) -> None:
+        self.state_home.mkdir(parents=True, exist_ok=True)
+        with open(self._index_path(), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"session": sid, "workspace": workspace, "ts": time.time()}) + "\n")
+
+    def _recover_from_logs(self) -> list[str]:
+        """Rebuild the tree of every session a previous supervisor left unfinished; what was
+        running died with it (its actors were owned by it), so say so in each log."""
+        recovered: list[str] = []
+        try:
+            lines = self._index_path().read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return recovered
+        seen: dict[str, str] = {}
+        for line in lines:
+            with contextlib.suppress(ValueError, KeyError):
+                entry = json.loads(line)
+                seen[entry["session"]] = entry["workspace"]
+        for sid, workspace in seen.items():
+            path = session_dir(workspace, sid) / "events.jsonl"
+            events = list(read_events(path))
+            if not events or events[-1].body.kind == "session_finished":
+                continue
+            log = EventLog(path)
+            session = SessionRuntime(
+                session=sid, workspace=workspace, log=log, first_seq=log.seq + 1
+            )
+            self.sessions[sid] = session
+            for env in events:
+                self._replay(session, env)
+            for record in [a for a in self.actors.values() if a.session == sid]:
+                if record.state.terminal:
+                    continue
+                record.state = ActorState.FAILED
+                self._append_nowait(
+                    session,
+                    Envelope(
+                        session=sid,
+                        sender="supervisor",
+                        recipient="*",
+                        body=ActorFailed(
+                            actor_id=record.actor_id,
+                            error="died with the supervisor (it restarted)",
+                            cause="supervisor_restart",
+                        ),
+                    ),
+                )
+            self._append_nowait(
+                session,
+                Envelope(
+                    session=sid,
+                    sender="supervisor",
+                    recipient="*",
+                    body=SessionFinished(
+                        stop_reason=StopReason.ERROR,
+                        error=f"the supervisor restarted while this session ran; "
+                        f"`crew resume {sid}` continues it",
+                    ),
+                ),
+            )
+            session.finished = True
+            log.close()
+            recovered.append(sid)
+        return recovered
+
+    def _replay(self, session: SessionRuntime, env: Envelope) -> None:
+        body = env.body
+        if isinstance(body, SessionStarted):
+            session.prompt = body.prompt
+            session.started_at = env.ts
+        elif isinstance(body, ActorStarted):
+            self.actors[body.actor_id] = ActorRecord(
+                actor_id=body.actor_id,
+                session=session.session,
+                role=body.role.value,
+                parent=body.parent,
+                handle=None,
+                model=body.model or "",
+                pid=body.pid,
+                started_at=env.ts,
+            )
+        elif isinstance(body, ActorStateChanged) and body.actor_id in self.actors:
+            self.actors[body.actor_id].state = body.state
+        elif isinstance(body, ActorFinished | ActorFailed) and body.actor_id in self.actors:
+            record = self.actors[body.actor_id]
+            if not record.state.terminal:
+                record.state = (
+                    ActorState.FAILED if isinstance(body, ActorFailed) else ActorState.FINISHED
+                )
+        self._track(body)
+
+    # -- the log -----------------------------------------------------------------------------
 
     async def post(self, envelopes: list[Envelope]) -> None:
         """Agents report here; every envelope is logged in arrival order and streamed."""
         touched: set[str] = set()
         for env in envelopes:
-            session = self._session_for(env)
-            if session is None:
+            session = self.sessions.get(env.session)
+            if session is None or session.finished:
                 continue
             self._track(env.body)
             self._append_nowait(session, env)
@@ -222,8 +349,12 @@ class Supervisor:
             return
         if isinstance(body, Heartbeat):
             record.last_heartbeat = time.time()
-            record.steps, record.tokens, record.cost_usd = body.steps, body.tokens, body.cost_usd
+            record.steps = body.steps
             record.rss_bytes, record.cpu_percent = body.rss_bytes, body.cpu_percent
+        elif isinstance(body, ModelUsage):
+            record.last_heartbeat = time.time()
+            record.tokens += body.usage.total_tokens
+            record.cost_usd += body.usage.cost_usd
         elif isinstance(body, ActorStateChanged):
             record.state = body.state
 
@@ -235,6 +366,7 @@ class Supervisor:
         credentials: dict[str, str],
         config: dict[str, Any],
         interactive: bool = False,
+        limits: dict[str, Any] | None = None,
     ) -> str:
         sid = spec.session
         if sid in self.sessions and not self.sessions[sid].finished:
@@ -250,8 +382,11 @@ class Supervisor:
             prompt=spec.prompt,
             interactive=interactive,
             spec=spec,
+            limits=SessionLimits(limits),
+            transcript=list(spec.messages),
         )
         self.sessions[sid] = session
+        self._index_session(sid, spec.workspace)
         await self._emit(
             session,
             SessionStarted(
@@ -263,7 +398,7 @@ class Supervisor:
             ),
         )
         await self.gateway.register_credentials.remote(sid, credentials)
-        if spec.prompt:
+        if spec.prompt or spec.messages:
             session.primary = spec.actor_id
             await self._spawn(session, spec)
         return sid
@@ -289,7 +424,13 @@ class Supervisor:
             messages.insert(0, {"role": "system", "content": base.system_prompt})
         messages.append({"role": "user", "content": text})
         run_spec = base.model_copy(
-            update={"actor_id": actor_id, "prompt": text, "messages": messages, "session": sid}
+            update={
+                "actor_id": actor_id,
+                "prompt": text,
+                "messages": messages,
+                "session": sid,
+                "session_dir": str(session_dir(session.workspace, sid)),
+            }
         )
         session.spec = run_spec
         session.primary = actor_id
@@ -302,14 +443,47 @@ class Supervisor:
         if session is None or session.finished:
             return
         if session.primary and not self.actors[session.primary].state.terminal:
-            await self.cancel(sid, kill=False)
+            await self.cancel(sid)
             await self.actors[session.primary].done.wait()
         result = session.last_result or AgentResult(
             actor_id=session.primary or sid, stop_reason=StopReason.DONE
         )
         await self._finish_session(session, result)
 
-    async def _spawn(self, session: SessionRuntime, spec: AgentSpec) -> ActorRecord:
+    async def spawn_child(self, spec: AgentSpec, description: str = "") -> str:
+        """A subagent (or candidate) started by an agent: same log, same tree, own actor."""
+        session = self.sessions.get(spec.session)
+        if session is None or session.finished:
+            raise KeyError(f"no open session '{spec.session}'")
+        parent = self.actors.get(spec.parent or "")
+        if parent is not None and (parent.state.terminal or parent.stopping):
+            raise RuntimeError(f"parent {spec.parent} is stopping; no new subagents")
+        await self._spawn(session, spec, description)
+        return spec.actor_id
+
+    async def wait_actors(
+        self, ids: list[str], timeout_s: float | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Results of the given actors; those still running after ``timeout_s`` say so."""
+        records = [self.actors[i] for i in ids if i in self.actors]
+        waits = [r.done.wait() for r in records if not r.done.is_set()]
+        if waits and timeout_s != 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), timeout=timeout_s)
+        out: dict[str, dict[str, Any]] = {}
+        for actor_id in ids:
+            record = self.actors.get(actor_id)
+            if record is None:
+                out[actor_id] = {"stop_reason": "unknown", "error": "no such actor"}
+            elif record.result is None:
+                out[actor_id] = {"stop_reason": "running", "state": record.state.value}
+            else:
+                out[actor_id] = record.result.model_dump(mode="json", exclude={"messages"})
+        return out
+
+    async def _spawn(
+        self, session: SessionRuntime, spec: AgentSpec, description: str = ""
+    ) -> ActorRecord:
         host, from_pool = self._take_host()
         record = ActorRecord(
             actor_id=spec.actor_id,
@@ -317,9 +491,13 @@ class Supervisor:
             role=spec.role.value,
             parent=spec.parent,
             handle=host,
+            spec=spec,
+            description=description,
             model=spec.model.model,
         )
         self.actors[spec.actor_id] = record
+        with contextlib.suppress(Exception):
+            record.pid = await host.ping.remote()
         await self._emit(
             session,
             ActorStarted(
@@ -329,9 +507,12 @@ class Supervisor:
                 profile=spec.profile,
                 model=spec.model.model,
                 from_pool=from_pool,
+                pid=record.pid,
+                node_id=self.node_id,
             ),
         )
         me = ray.get_runtime_context().current_actor
+        record.started_at = record.last_heartbeat = time.time()
         ref = host.run.remote(spec, me, self.gateway)
         await self._set_state(session, record, ActorState.RUNNING)
         asyncio.get_running_loop().create_task(self._watch(session, record, ref))
@@ -347,6 +528,7 @@ class Supervisor:
 
     async def _watch(self, session: SessionRuntime, record: ActorRecord, ref: Any) -> None:
         """Wait for an actor's end, whatever it is, and record it explicitly."""
+        killed = False
         try:
             result: AgentResult = await ref
             final = (
@@ -354,8 +536,6 @@ class Supervisor:
                 if result.stop_reason == StopReason.CANCELLED
                 else ActorState.FINISHED
             )
-            if record.state == ActorState.KILLED:
-                final = ActorState.KILLED
             await self._emit(
                 session,
                 ActorFinished(
@@ -369,22 +549,32 @@ class Supervisor:
             )
         except Exception as exc:
             killed = record.state == ActorState.KILLED
-            final = ActorState.KILLED if killed else ActorState.FAILED
             cause = type(exc).__name__
-            message = (
-                "killed after the cancel grace period"
-                if killed
-                else f"the actor process died: {_first_line(exc) or cause}"
-            )
+            if killed and record.stopping == "heartbeat":
+                reason, message = StopReason.ERROR, "killed: no heartbeat (hung process)"
+                final = ActorState.KILLED
+            elif killed:
+                reason = StopReason(record.stopping or StopReason.CANCELLED.value)
+                message = f"killed: it did not stop within {CANCEL_GRACE_S:g} s of a cancel"
+                final = ActorState.KILLED
+            else:
+                reason = StopReason.ERROR
+                message = f"the actor process died: {_first_line(exc) or cause}"
+                final = ActorState.FAILED
             await self._emit(
                 session, ActorFailed(actor_id=record.actor_id, error=message, cause=cause)
             )
-            reason = StopReason.CANCELLED if killed else StopReason.ERROR
             result = AgentResult(actor_id=record.actor_id, stop_reason=reason, error=message)
+        record.result = result
         await self._set_state(session, record, final)
         record.done.set()
-        with contextlib.suppress(Exception):
-            ray.kill(record.handle)  # a host serves one run; the pool provides fresh ones
+        if record.handle is not None and not killed:
+            with contextlib.suppress(Exception):
+                ray.kill(record.handle)  # a host serves one run; the pool provides fresh ones
+        # Whatever its tools started must not outlive it (also after a SIGKILL from outside).
+        await asyncio.get_running_loop().run_in_executor(
+            None, kill_actor_processes, record.actor_id
+        )
         if record.actor_id == session.primary:
             session.last_result = result
             if result.messages:
@@ -403,7 +593,18 @@ class Supervisor:
                 await self._finish_session(session, result)
 
     async def _finish_session(self, session: SessionRuntime, result: AgentResult) -> None:
+        if session.finished:
+            return
         usage = result.usage
+        tokens = sum(a.tokens for a in self.actors.values() if a.session == session.session)
+        cost = sum(a.cost_usd for a in self.actors.values() if a.session == session.session)
+        if tokens > usage.total_tokens:  # subagents' usage counts toward the session
+            usage = usage.model_copy(
+                update={
+                    "prompt_tokens": tokens - usage.completion_tokens,
+                    "cost_usd": max(cost, usage.cost_usd),
+                }
+            )
         await self._emit(
             session,
             SessionFinished(
@@ -423,28 +624,15 @@ class Supervisor:
 
     # -- cancellation ------------------------------------------------------------------------
 
-    async def cancel(self, target: str, kill: bool = False) -> list[str]:
-        """Cancel a session (all its actors) or one actor; children before parents."""
-        if target in self.sessions:
-            ids = [a.actor_id for a in self.actors.values() if a.session == target]
-        elif target in self.actors:
-            ids = [target]
-        else:
-            raise KeyError(f"no session or actor '{target}'")
-        ordered = sorted(ids, key=lambda a: self._depth(a), reverse=True)
-        cancelled = []
-        for actor_id in ordered:
-            record = self.actors[actor_id]
-            if record.state in TERMINAL_STATES:
-                continue
-            cancelled.append(actor_id)
-            if kill:
-                await self._kill(record)
-            else:
-                with contextlib.suppress(Exception):
-                    await record.handle.cancel.remote()
-                asyncio.get_running_loop().create_task(self._kill_after_grace(record))
-        return cancelled
+    def _descendants(self, actor_id: str) -> list[str]:
+        out: list[str] = []
+        frontier = [actor_id]
+        while frontier:
+            cur = frontier.pop()
+            kids = [a.actor_id for a in self.actors.values() if a.parent == cur]
+            out.extend(kids)
+            frontier.extend(kids)
+        return out
 
     def _depth(self, actor_id: str) -> int:
         depth, cur = 0, self.actors.get(actor_id)
@@ -453,6 +641,34 @@ class Supervisor:
             cur = self.actors.get(cur.parent)
         return depth
 
+    async def cancel(
+        self, target: str, kill: bool = False, reason: str = "cancelled", detail: str = ""
+    ) -> list[str]:
+        """Cancel a session (all its actors) or an actor and its subtree: children first,
+        then parents; whatever has not stopped after a grace period is killed."""
+        if target in self.sessions:
+            ids = [a.actor_id for a in self.actors.values() if a.session == target]
+        elif target in self.actors:
+            ids = [target, *self._descendants(target)]
+        else:
+            raise KeyError(f"no session or actor '{target}'")
+        ordered = sorted(ids, key=self._depth, reverse=True)
+        cancelled = []
+        for actor_id in ordered:
+            record = self.actors[actor_id]
+            if record.state.terminal or record.handle is None:
+                continue
+            cancelled.append(actor_id)
+            if record.stopping is None:
+                record.stopping = reason
+            if kill:
+                await self._kill(record)
+                continue
+            with contextlib.suppress(Exception):
+                await record.handle.cancel.remote(reason, detail)
+            asyncio.get_running_loop().create_task(self._kill_after_grace(record))
+        return cancelled
+
     async def _kill_after_grace(self, record: ActorRecord) -> None:
         try:
             await asyncio.wait_for(record.done.wait(), timeout=CANCEL_GRACE_S)
@@ -460,9 +676,65 @@ class Supervisor:
             await self._kill(record)
 
     async def _kill(self, record: ActorRecord) -> None:
+        if record.state.terminal:
+            return
         record.state = ActorState.KILLED
         with contextlib.suppress(Exception):
             ray.kill(record.handle, no_restart=True)
+
+    # -- the watchdog ------------------------------------------------------------------------
+
+    async def _watch_limits(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_EVERY_S)
+            with contextlib.suppress(Exception):
+                await self._check_limits()
+
+    async def _check_limits(self) -> None:
+        now = time.time()
+        for session in list(self.sessions.values()):
+            if session.finished:
+                continue
+            live = [
+                a
+                for a in self.actors.values()
+                if a.session == session.session and not a.state.terminal and a.handle is not None
+            ]
+            lim = session.limits
+            for record in live:
+                if record.stopping:
+                    continue
+                spec = record.spec
+                if now - record.last_heartbeat > lim.heartbeat_timeout_s:
+                    record.stopping = "heartbeat"
+                    await self._kill(record)
+                elif spec is not None and now - record.started_at > spec.wall_time_s:
+                    await self.cancel(
+                        record.actor_id,
+                        reason=StopReason.TIMEOUT.value,
+                        detail=f"ran longer than its wall-time limit of {spec.wall_time_s:g} s",
+                    )
+            if session.stopping or not live:
+                continue
+            used_tokens = sum(
+                a.tokens for a in self.actors.values() if a.session == session.session
+            )
+            used_cost = sum(
+                a.cost_usd for a in self.actors.values() if a.session == session.session
+            )
+            why: tuple[str, str] | None = None
+            if lim.max_tokens is not None and used_tokens >= lim.max_tokens:
+                why = ("budget", f"the session used {used_tokens} tokens (limit {lim.max_tokens})")
+            elif lim.max_cost_usd is not None and used_cost >= lim.max_cost_usd:
+                why = (
+                    "budget",
+                    f"the session spent ${used_cost:.4f} (limit ${lim.max_cost_usd:g})",
+                )
+            elif lim.wall_time_s is not None and now - session.started_at > lim.wall_time_s:
+                why = ("timeout", f"the session ran longer than {lim.wall_time_s:g} s")
+            if why:
+                session.stopping = why[0]
+                await self.cancel(session.session, reason=why[0], detail=why[1])
 
     # -- permissions -------------------------------------------------------------------------
 
@@ -530,6 +802,7 @@ class Supervisor:
                 req.get("credentials", {}),
                 req.get("config", {}),
                 interactive=bool(req.get("interactive", False)),
+                limits=req.get("limits"),
             )
             return {"ok": True, "session": sid}
         if op == "user_input":

@@ -13,6 +13,7 @@ from stagecrew.tools.files import ApplyPatch, Edit, Glob, Ls, Read, Write
 from stagecrew.tools.git_tool import Git
 from stagecrew.tools.search import Grep
 from stagecrew.tools.shell import Bash, BashOutput, KillShell
+from stagecrew.tools.task import Task, TaskResultTool
 from stagecrew.tools.todo import Todo
 from stagecrew.tools.web import WebFetch
 
@@ -30,6 +31,8 @@ _DEFAULT_CLASSES: tuple[type[Tool], ...] = (
     Git,
     WebFetch,
     Todo,
+    Task,
+    TaskResultTool,
 )
 
 

@@ -1,0 +1,943 @@
+"""``crew`` with no arguments: a chat with the agent in the current repository.
+
+One interactive session per chat (``start_session`` with ``interactive=True``): every message
+is a ``user_input`` that starts the next agent run on the same transcript, with a spec built for
+the profile and model chosen at that moment, which is how Tab (build ⇄ plan) and ``/model``
+take effect without losing the conversation.
+
+The module is split in two on purpose:
+
+* pure state — :class:`ChatState` (profile cycling, turn tracking, the Ctrl-C rules, pending
+  permission asks, usage totals), :func:`parse_command`, :func:`complete_command` and
+  :func:`parse_permission_answer` — which needs no terminal, no supervisor and no threads, so
+  it can be driven directly by unit tests;
+* I/O — :class:`Chat`, which owns the prompt_toolkit input line, a background thread that
+  follows the session's envelopes, and the control client.
+
+Output reaches the terminal through ``patch_stdout`` so streamed text and the input line
+coexist. Only *complete* lines go above the prompt: the unfinished line the model is still
+streaming is shown as the first line of the prompt itself (see :class:`_TailWriter`), because
+prompt_toolkit redraws its input line over any partial line printed above it.
+
+Nothing here imports ray or litellm: like the rest of the CLI it talks to the supervisor over
+the control channel, so the chat opens in well under a second once a head is up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from stagecrew.messages import (
+    Envelope,
+    ModelUsage,
+    PermissionRequest,
+    SessionStarted,
+    StopReason,
+    TurnFinished,
+    Usage,
+    UserInput,
+    new_id,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Tab toggles between these two (the shipped profiles); `/agent NAME` reaches any other.
+TAB_CYCLE: tuple[str, ...] = ("build", "plan")
+
+COMMANDS: dict[str, str] = {
+    "/help": "list the commands and keys",
+    "/agent": "[name] show the profiles, or switch the agent for the next messages",
+    "/model": "[litellm-model] show the model, or change it for the next messages",
+    "/ps": "the session's actors: state, steps, tokens, cost",
+    "/cancel": "cancel the running turn (Ctrl-C does the same)",
+    "/clear": "clear the screen and start a new session",
+    "/exit": "end the session and quit (Ctrl-D too)",
+}
+
+KEYS: tuple[tuple[str, str], ...] = (
+    ("Enter", "send the message"),
+    ("Esc Enter", "new line"),
+    ("Tab", "switch agent build ⇄ plan (completes after /)"),
+    ("Ctrl-C", "cancel the running turn; else clear the line; twice on an empty line quits"),
+    ("Ctrl-D", "quit"),
+    ("↑ ↓", "history"),
+)
+
+PERMISSION_QUESTION = "[y]es once / [a]lways this session / [n]o"
+_PERMISSION_ANSWERS = {
+    "y": "once",
+    "yes": "once",
+    "once": "once",
+    "a": "always",
+    "always": "always",
+    "n": "deny",
+    "no": "deny",
+    "deny": "deny",
+}
+
+InterruptAction = Literal["cancel", "clear", "arm", "quit"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure state
+# ---------------------------------------------------------------------------------------------
+
+
+class CommandError(ValueError):
+    """A line that looks like a slash command but is not one; the message says what is."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed slash command: ``name`` with its slash (``/agent``), ``arg`` stripped."""
+
+    name: str
+    arg: str = ""
+
+
+def parse_command(line: str) -> Command | None:
+    """The slash command in ``line``, or None when the line is a message for the agent.
+
+    A line starting with ``//`` is a message whose text starts with one ``/`` (so a path like
+    ``/etc/hosts`` can still open a message); any other unknown ``/word`` is an error rather
+    than a message, because a mistyped command sent to the model costs a whole turn.
+    """
+    text = line.strip()
+    if not text.startswith("/") or text.startswith("//"):
+        return None
+    name, _, arg = text.partition(" ")
+    name = name.lower()
+    if name not in COMMANDS:
+        close = [c for c in COMMANDS if c.startswith(name)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise CommandError(f"unknown command {name}{hint}; /help lists them")
+    return Command(name, arg.strip())
+
+
+def message_text(line: str) -> str:
+    """The text sent to the agent for a non-command line (``//x`` becomes ``/x``)."""
+    text = line.strip()
+    return text[1:] if text.startswith("//") else text
+
+
+def complete_command(
+    text: str, profiles: Iterable[str] = (), models: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """Completions for the text before the cursor: ``(replacement, description)`` pairs.
+
+    Command names after a lone ``/``; profile names after ``/agent ``; model strings after
+    ``/model ``. Each replacement replaces the word being typed (the text after the last
+    space, or the whole line for a command name).
+    """
+    if not text.startswith("/"):
+        return []
+    if " " not in text:
+        return [(name, help_) for name, help_ in COMMANDS.items() if name.startswith(text.lower())]
+    name, _, arg = text.partition(" ")
+    if " " in arg:
+        return []
+    options = {"/agent": profiles, "/model": models}.get(name.lower(), ())
+    return [(o, "") for o in dict.fromkeys(options) if o.startswith(arg) and o != arg]
+
+
+def parse_permission_answer(text: str) -> str | None:
+    """``once``, ``always`` or ``deny`` for an answer like ``y``/``a``/``n``; None if unclear."""
+    return _PERMISSION_ANSWERS.get(text.strip().lower())
+
+
+def next_profile(current: str, available: Iterable[str], cycle: tuple[str, ...] = TAB_CYCLE) -> str:
+    """The profile Tab switches to: the next one in ``cycle`` that exists.
+
+    From a profile outside the cycle (picked with ``/agent``), Tab goes back to the first one
+    in the cycle, so Tab always lands somewhere predictable.
+    """
+    present = [p for p in cycle if p in set(available)]
+    if not present:
+        return current
+    if current not in present:
+        return present[0]
+    return present[(present.index(current) + 1) % len(present)]
+
+
+@dataclass
+class ChatState:
+    """What the chat knows between keystrokes, shared by the input loop and the follower thread.
+
+    Every method takes the lock, because the follower thread (envelopes arriving) and the
+    input thread (keys, commands) both change it.
+    """
+
+    profiles: list[str]
+    agent: str
+    model: str = ""
+    model_override: str | None = None
+    session: str | None = None
+    running: str | None = None  # actor id of the turn in progress
+    usage: Usage = field(default_factory=Usage)
+    permissions: deque[PermissionRequest] = field(default_factory=deque)
+    last_stop: StopReason | None = None
+    _finished: set[str] = field(default_factory=set)
+    _armed: bool = False
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    # -- agent and model ---------------------------------------------------------------------
+
+    def cycle_agent(self) -> str:
+        with self._lock:
+            self.agent = next_profile(self.agent, self.profiles)
+            return self.agent
+
+    def set_agent(self, name: str) -> None:
+        with self._lock:
+            if name not in self.profiles:
+                known = ", ".join(self.profiles)
+                raise ValueError(f"unknown agent profile '{name}': known profiles are {known}")
+            self.agent = name
+
+    # -- session and turns -------------------------------------------------------------------
+
+    def new_session(self, sid: str) -> None:
+        """A fresh session: nothing running, nothing pending, usage from zero."""
+        with self._lock:
+            self.session = sid
+            self.running = None
+            self.usage = Usage()
+            self.permissions.clear()
+            self._finished.clear()
+            self.last_stop = None
+
+    def turn_started(self, actor_id: str) -> None:
+        """Called with the id ``user_input`` returned. The turn may already have finished (a
+        fast model can beat the reply to the follower thread), so a finished id stays idle."""
+        with self._lock:
+            self._armed = False
+            if actor_id not in self._finished:
+                self.running = actor_id
+
+    def turn_finished(self, actor_id: str, stop: StopReason) -> None:
+        with self._lock:
+            self._finished.add(actor_id)
+            self.last_stop = stop
+            if self.running == actor_id:
+                self.running = None
+            # An ask that belonged to the run is moot once it has ended (e.g. cancelled).
+            self.permissions = deque(p for p in self.permissions if p.actor_id != actor_id)
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self.running is not None
+
+    def add_usage(self, msg: ModelUsage) -> None:
+        with self._lock:
+            self.usage = self.usage + msg.usage
+
+    # -- permission asks ---------------------------------------------------------------------
+
+    def ask(self, request: PermissionRequest) -> None:
+        with self._lock:
+            self.permissions.append(request)
+
+    @property
+    def pending_permission(self) -> PermissionRequest | None:
+        with self._lock:
+            return self.permissions[0] if self.permissions else None
+
+    def answered(self, request_id: str) -> None:
+        with self._lock:
+            self.permissions = deque(p for p in self.permissions if p.request_id != request_id)
+
+    # -- Ctrl-C ------------------------------------------------------------------------------
+
+    def interrupt(self, has_text: bool) -> InterruptAction:
+        """What Ctrl-C means now: cancel a running turn, else clear the line, else quit on the
+        second press at an empty line (the first only arms, so one stray key never quits)."""
+        with self._lock:
+            if self.running is not None:
+                self._armed = False
+                return "cancel"
+            if has_text:
+                self._armed = False
+                return "clear"
+            if self._armed:
+                return "quit"
+            self._armed = True
+            return "arm"
+
+    def disarm(self) -> None:
+        """Any other input in between means the next Ctrl-C starts over."""
+        with self._lock:
+            self._armed = False
+
+    # -- what the prompt shows ---------------------------------------------------------------
+
+    def prompt_label(self) -> str:
+        with self._lock:
+            request = self.permissions[0] if self.permissions else None
+            if request is not None:
+                return f"allow {request.summary}? {PERMISSION_QUESTION} › "
+            return f"{self.agent} › "
+
+    def status(self) -> str:
+        with self._lock:
+            parts = [
+                self.agent,
+                self.model or "?",
+                f"{self.usage.total_tokens:,} tokens",
+                f"${self.usage.cost_usd:.4f}",
+            ]
+            if self.permissions:
+                parts.append("waiting for your answer")
+            elif self.running:
+                parts.append("working · Ctrl-C cancels")
+            if self.session:
+                parts.append(f"session {self.session}")
+            return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output: complete lines above the prompt, the streaming line inside it
+# ---------------------------------------------------------------------------------------------
+
+
+class _TailWriter:
+    """The file rich writes to.
+
+    Complete lines go to ``sink`` (the ``patch_stdout`` proxy, which prints them above the
+    input line). The unfinished last line is held back as :attr:`tail` and drawn as the first
+    line of the prompt, because prompt_toolkit repaints the input line over any partial line
+    printed above it: without this, streamed text would only appear a whole line at a time.
+    """
+
+    encoding = "utf-8"
+
+    def __init__(self, sink: Any, on_change: Callable[[], None]) -> None:
+        self._sink = sink
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self.tail = ""
+
+    def write(self, data: str) -> int:
+        with self._lock:
+            head, sep, rest = (self.tail + data).rpartition("\n")
+            if sep:
+                self._sink.write(head + "\n")
+                self.tail = rest
+            else:
+                self.tail = rest
+        return len(data)
+
+    def flush(self) -> None:
+        self._sink.flush()
+        self._on_change()
+
+    def break_line(self) -> bool:
+        """End the streaming line (before printing something else); True if there was one."""
+        with self._lock:
+            if not self.tail:
+                return False
+            self._sink.write(self.tail + "\n")
+            self.tail = ""
+        self._sink.flush()
+        return True
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._sink.fileno()
+
+
+# ---------------------------------------------------------------------------------------------
+# The chat
+# ---------------------------------------------------------------------------------------------
+
+
+class ChatSetupError(Exception):
+    """The chat cannot open; the message is one line that says what to fix. ``code`` is the
+    exit status: 2 for configuration (like ``crew run``), 1 for a runtime that failed."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Chat:
+    """The interactive loop: an input line, a follower thread, and the control client."""
+
+    def __init__(self, workspace: Path, flags: dict[str, Any]) -> None:
+        from stagecrew.config import ConfigError, load_config
+        from stagecrew.profiles import ProfileError, discover_profiles
+
+        self.workspace = workspace
+        self.flags = dict(flags)
+        try:
+            self.config = load_config(workspace, flags=self.flags)
+            from stagecrew.config import user_config_dir
+
+            names = list(discover_profiles(workspace, user_config_dir()))
+        except (ConfigError, ProfileError) as exc:
+            raise ChatSetupError(str(exc)) from exc
+        ordered = [p for p in TAB_CYCLE if p in names] + sorted(set(names) - set(TAB_CYCLE))
+        self.state = ChatState(profiles=ordered, agent=self.config.agent)
+        if self.config.agent not in names:
+            raise ChatSetupError(
+                f"unknown agent profile '{self.config.agent}': known profiles are "
+                f"{', '.join(ordered)}"
+            )
+        self.client: Any = None
+        self.registered_keys: set[str] = set()
+        self.out: _TailWriter | None = None
+        self.renderer: Any = None
+        self.app: Any = None
+        self._followers: list[threading.Thread] = []
+        self._out_lock = threading.RLock()
+        self._left: set[str] = set()  # sessions left by /clear, whose last events are noise
+        self._carry = ""
+        self._closing = False
+        self._refresh_model()  # also finds a missing key before anything starts
+
+    # -- specs -------------------------------------------------------------------------------
+
+    def _prepare(self, prompt: str, session_id: str | None = None) -> Any:
+        """An AgentSpec and credentials for the current profile and model (raises
+        SessionSetupError with a one-line reason: unknown profile, missing key)."""
+        from stagecrew.cli.session import prepare_session
+        from stagecrew.config import load_config
+
+        config = self.config
+        if self.state.model_override:
+            flags = {**self.flags, "models.primary.model": self.state.model_override}
+            config = load_config(self.workspace, flags=flags)
+        return prepare_session(
+            config, prompt, self.workspace, agent=self.state.agent, session_id=session_id
+        )
+
+    def _refresh_model(self) -> None:
+        """Show the model the *next* turn will use (a profile may pin its own)."""
+        from stagecrew.cli.session import SessionSetupError
+
+        try:
+            prepared = self._prepare("")
+        except SessionSetupError as exc:
+            if self.client is None:
+                raise ChatSetupError(str(exc)) from exc
+            self.say(f"[red]{_esc(str(exc))}[/red]")
+            return
+        self.state.model = prepared.spec.model.model
+
+    # -- output ------------------------------------------------------------------------------
+
+    def say(self, markup: str | Any) -> None:
+        """Print rich markup (or a renderable) above the prompt, after any streaming line.
+
+        Takes the output lock: the follower thread, the input thread and key handlers all
+        print, and a line must never be cut in two by another thread's line.
+        """
+        if self.renderer is None:
+            text = markup if isinstance(markup, str) else str(markup)
+            sys.stderr.write(_plain(text) + "\n")
+            return
+        with self._out_lock:
+            self._end_line()
+            self.renderer.console.print(markup)
+
+    def _end_line(self) -> None:
+        """Finish the line the model was streaming, so what follows starts on its own."""
+        if self.out is not None and self.out.break_line() and self.renderer is not None:
+            self.renderer.in_text = False
+
+    def _render(self, env: Envelope) -> None:
+        if self.renderer is not None:
+            with self._out_lock:
+                self.renderer.handle(env)
+
+    def _invalidate(self) -> None:
+        app = self.app
+        if app is not None and app.is_running:
+            app.invalidate()
+
+    # -- session -----------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        from stagecrew.orchestrator.control import ControlError
+        from stagecrew.orchestrator.runtime import RuntimeStartError, connect
+
+        def starting() -> None:
+            sys.stderr.write("crew: starting a local Ray head (first use; about 10 s)…\n")
+            sys.stderr.flush()
+
+        try:
+            self.client = connect(self.config.runtime.address, on_start=starting)
+        except (ControlError, RuntimeStartError) as exc:
+            raise ChatSetupError(str(exc), EXIT_FAILED) from exc
+
+    def open_session(self) -> None:
+        """Start a new interactive session (no run yet) and follow its envelopes."""
+        from stagecrew.cli.session import SessionSetupError
+        from stagecrew.orchestrator.control import ControlError
+
+        sid = new_id()
+        try:
+            prepared = self._prepare("", session_id=sid)
+            self.client.call(
+                "start_session",
+                timeout=60,
+                spec=prepared.spec.model_dump(mode="json"),
+                credentials=prepared.credentials,
+                config=self.config.public_dict(),
+                # A chat stays open as long as the person likes: no wall time for the whole
+                # session (each run still has the agent's own), the token and cost caps hold.
+                limits={**self.config.limits.session_limits(), "wall_time_s": None},
+                interactive=True,
+            )
+        except SessionSetupError as exc:
+            raise ChatSetupError(str(exc)) from exc
+        except ControlError as exc:
+            raise ChatSetupError(str(exc), EXIT_FAILED) from exc
+        self.registered_keys = set(prepared.credentials)
+        self.state.new_session(sid)
+        self.state.model = prepared.spec.model.model
+        follower = threading.Thread(
+            target=self._follow, args=(sid,), name=f"follow-{sid}", daemon=True
+        )
+        self._followers.append(follower)
+        follower.start()
+
+    def end_session(self, sid: str | None) -> None:
+        """End a session (the supervisor cancels a running turn first and writes the final
+        ``session_finished``); errors are shown, never raised, since we are leaving anyway."""
+        from stagecrew.orchestrator.control import ControlError
+
+        if sid is None or self.client is None:
+            return
+        try:
+            self.client.call("end_session", session=sid, timeout=30)
+        except ControlError as exc:
+            self.say(f"[red]could not end session {sid}: {_esc(str(exc))}[/red]")
+
+    def _follow(self, sid: str) -> None:
+        """The follower thread: stream the session's envelopes until it ends."""
+        from stagecrew.orchestrator.control import ControlError
+
+        try:
+            for msg in self.client.stream("follow", session=sid, after_seq=0):
+                if msg.get("end"):
+                    return
+                env = Envelope.model_validate(msg)
+                if sid in self._left:
+                    continue
+                self._on_envelope(env)
+        except (ControlError, OSError, ValueError) as exc:
+            if sid == self.state.session and not self._closing:
+                self.say(f"[red]lost the session's event stream: {_esc(str(exc))}[/red]")
+        finally:
+            self._invalidate()
+
+    def _on_envelope(self, env: Envelope) -> None:
+        body = env.body
+        if isinstance(body, UserInput):
+            return  # the person's line is already on screen, where they typed it
+        if isinstance(body, ModelUsage):
+            self.state.add_usage(body)
+        elif isinstance(body, PermissionRequest):
+            self.state.ask(body)
+        elif isinstance(body, TurnFinished):
+            self.state.turn_finished(body.actor_id, body.stop_reason)
+            self._show_turn_end(body)
+            self._invalidate()
+            return
+        elif isinstance(body, SessionStarted):
+            self._render(env)
+            self.say("[dim]/help for commands · Tab switches build ⇄ plan · Ctrl-D quits[/dim]")
+            return
+        self._render(env)
+        self._invalidate()
+
+    def _show_turn_end(self, body: TurnFinished) -> None:
+        usage = self.state.usage
+        totals = f"{usage.total_tokens:,} tokens · ${usage.cost_usd:.4f} this session"
+        if body.stop_reason.success:
+            self.say(f"[dim]── {totals}[/dim]")
+            return
+        detail = f": {_esc(body.error)}" if body.error else ""
+        self.say(f"[red]✗ {body.stop_reason.value}{detail}[/red] [dim]── {totals}[/dim]")
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Start the next turn with a spec for the current profile and model."""
+        from stagecrew.cli.session import SessionSetupError
+        from stagecrew.orchestrator.control import ControlError
+
+        if self.state.busy:
+            self.say(
+                "[yellow]the agent is still working on the last message: Ctrl-C cancels it; "
+                "your text is kept below[/yellow]"
+            )
+            self._carry = text
+            return
+        try:
+            prepared = self._prepare(text, session_id=self.state.session)
+        except SessionSetupError as exc:
+            self.say(f"[red]{_esc(str(exc))}[/red]")
+            self._carry = text
+            return
+        missing = set(prepared.credentials) - self.registered_keys
+        if missing:
+            self.say(
+                f"[red]{prepared.spec.model.model} needs {', '.join(sorted(missing))}, which "
+                "this session did not start with: /clear starts a session that has it[/red]"
+            )
+            self._carry = text
+            return
+        try:
+            reply = self.client.call(
+                "user_input",
+                timeout=30,
+                session=self.state.session,
+                text=text,
+                spec=prepared.spec.model_dump(mode="json"),
+            )
+        except ControlError as exc:
+            self.say(f"[red]{_esc(str(exc))}[/red]")
+            self._carry = text
+            return
+        self.state.turn_started(reply["actor_id"])
+
+    def cancel(self, quiet: bool = False) -> None:
+        """Ask the supervisor to cancel the running turn, off the UI thread (the call is quick,
+        but the input line must never wait on the network)."""
+        from stagecrew.orchestrator.control import ControlError
+
+        sid = self.state.session
+        if not self.state.busy:
+            if not quiet:
+                self.say("[dim]nothing is running[/dim]")
+            return
+        self.say("[yellow]cancelling…[/yellow]")
+
+        def call() -> None:
+            try:
+                self.client.call("cancel", target=sid, timeout=15)
+            except ControlError as exc:
+                self.say(f"[red]cancel failed: {_esc(str(exc))}[/red]")
+
+        threading.Thread(target=call, name="cancel", daemon=True).start()
+
+    def answer_permission(self, decision: str) -> None:
+        from stagecrew.orchestrator.control import ControlError
+
+        request = self.state.pending_permission
+        if request is None:
+            return
+        self.state.answered(request.request_id)
+        word = {"once": "allowed once", "always": "allowed for this session", "deny": "denied"}
+        colour = "red" if decision == "deny" else "green"
+        self.say(f"[{colour}]{word[decision]}:[/{colour}] {_esc(request.summary)}")
+        try:
+            self.client.call(
+                "permission_reply",
+                session=self.state.session,
+                request_id=request.request_id,
+                decision=decision,
+            )
+        except ControlError as exc:
+            self.say(f"[red]{_esc(str(exc))}[/red]")
+        self._invalidate()
+
+    def clear(self) -> None:
+        """Clear the screen and start over in a new session; the old one ends in the
+        background (ending waits for a running turn to stop)."""
+        from prompt_toolkit.shortcuts import clear as clear_screen
+
+        old = self.state.session
+        if old is not None:
+            self._left.add(old)
+        with self._out_lock:
+            self._end_line()
+        threading.Thread(target=self.end_session, args=(old,), daemon=True).start()
+        clear_screen()
+        self.open_session()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def command(self, cmd: Command) -> bool:
+        """Run a slash command; False means leave the chat."""
+        from stagecrew.cli.session import SessionSetupError
+        from stagecrew.orchestrator.control import ControlError
+
+        if cmd.name == "/exit":
+            return False
+        if cmd.name == "/help":
+            self.show_help()
+        elif cmd.name == "/agent":
+            if not cmd.arg:
+                for name in self.state.profiles:
+                    mark = "●" if name == self.state.agent else " "
+                    self.say(f"{mark} {name}")
+                return True
+            try:
+                self.state.set_agent(cmd.arg)
+            except ValueError as exc:
+                self.say(f"[red]{_esc(str(exc))}[/red]")
+                return True
+            self._refresh_model()
+            self.say(f"[dim]agent: {self.state.agent} (for the next message)[/dim]")
+        elif cmd.name == "/model":
+            if not cmd.arg:
+                self.say(f"model: {_esc(self.state.model)}")
+                return True
+            previous = self.state.model_override
+            self.state.model_override = cmd.arg
+            try:
+                self._prepare("")
+            except SessionSetupError as exc:
+                self.state.model_override = previous
+                self.say(f"[red]{_esc(str(exc))}[/red]")
+                return True
+            self._refresh_model()
+            self.say(f"[dim]model: {_esc(self.state.model)} (for the next message)[/dim]")
+        elif cmd.name == "/ps":
+            try:
+                reply = self.client.call("ps", session=self.state.session)
+            except ControlError as exc:
+                self.say(f"[red]{_esc(str(exc))}[/red]")
+                return True
+            self.show_actors(reply["actors"])
+        elif cmd.name == "/cancel":
+            self.cancel()
+        elif cmd.name == "/clear":
+            self.clear()
+        return True
+
+    def show_help(self) -> None:
+        from rich.table import Table
+
+        table = Table(show_header=False, box=None, padding=(0, 2))
+        for name, text in COMMANDS.items():
+            table.add_row(f"[bold]{name}[/bold]", _esc(text))
+        for key, text in KEYS:
+            table.add_row(f"[cyan]{key}[/cyan]", _esc(text))
+        self.say(table)
+
+    def show_actors(self, rows: list[dict[str, Any]]) -> None:
+        from stagecrew.cli.render import actor_table
+
+        if not rows:
+            self.say("[dim]no actors yet in this session[/dim]")
+            return
+        self.say(actor_table(rows))
+
+    # -- the input line ----------------------------------------------------------------------
+
+    def _completer(self) -> Any:
+        from prompt_toolkit.completion import Completer, Completion
+
+        chat = self
+
+        class SlashCompleter(Completer):
+            def get_completions(self, document: Any, complete_event: Any) -> Iterator[Any]:
+                text = document.text_before_cursor
+                models = [m for m in (chat.state.model, chat.config.models.primary.model) if m]
+                options = complete_command(text, chat.state.profiles, models)
+                word = text if " " not in text else text.rpartition(" ")[2]
+                for replacement, meta in options:
+                    yield Completion(replacement, start_position=-len(word), display_meta=meta)
+
+        return SlashCompleter()
+
+    def _key_bindings(self) -> Any:
+        from prompt_toolkit.filters import Condition, has_completions
+        from prompt_toolkit.key_binding import KeyBindings
+
+        kb = KeyBindings()
+        state = self.state
+
+        @Condition
+        def typing_command() -> bool:
+            app = self.app
+            return bool(app and app.current_buffer.text.startswith("/"))
+
+        @Condition
+        def asked() -> bool:
+            app = self.app
+            return state.pending_permission is not None and not (app and app.current_buffer.text)
+
+        @kb.add("tab", filter=~typing_command & ~has_completions)
+        def _(event: Any) -> None:
+            state.cycle_agent()
+            self._refresh_model()
+
+        @kb.add("escape", "enter")
+        def _(event: Any) -> None:
+            event.current_buffer.insert_text("\n")
+
+        @kb.add("c-c")
+        def _(event: Any) -> None:
+            buffer = event.current_buffer
+            action = state.interrupt(bool(buffer.text))
+            if action == "cancel":
+                self.cancel(quiet=True)
+            elif action == "clear":
+                buffer.reset()
+            elif action == "arm":
+                self.say("[dim](Ctrl-C again to quit)[/dim]")
+            else:
+                event.app.exit(exception=EOFError())
+
+        for key, decision in (("y", "once"), ("a", "always"), ("n", "deny")):
+
+            @kb.add(key, filter=asked)
+            def _(event: Any, decision: str = decision) -> None:
+                self.answer_permission(decision)
+
+        return kb
+
+    def _message(self) -> Any:
+        from prompt_toolkit.formatted_text import ANSI, FormattedText
+
+        label = self.state.prompt_label()
+        asked = self.state.pending_permission is not None
+        style = "class:asked" if asked else f"class:agent.{self.state.agent}"
+        parts: list[tuple[str, str]] = []
+        tail = self.out.tail if self.out is not None else ""
+        if tail:
+            parts.extend(ANSI(tail).__pt_formatted_text__())
+            parts.append(("", "\n"))
+        parts.append((style, label))
+        return FormattedText(parts)
+
+    def _session(self) -> Any:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory
+        from prompt_toolkit.styles import Style
+
+        from stagecrew.orchestrator.runtime import state_home
+
+        style = Style.from_dict(
+            {
+                "agent.build": "bold ansigreen",
+                "agent.plan": "bold ansiyellow",
+                "asked": "bold ansiyellow",
+                "bottom-toolbar": "noreverse bg:ansibrightblack ansiwhite",
+            }
+        )
+        session: Any = PromptSession(
+            message=self._message,
+            history=FileHistory(str(state_home() / "history")),
+            completer=self._completer(),
+            complete_while_typing=True,
+            key_bindings=self._key_bindings(),
+            bottom_toolbar=lambda: " " + self.state.status(),
+            style=style,
+            multiline=False,
+            prompt_continuation=lambda width, line, wrap: "… ".rjust(width),
+        )
+        session.default_buffer.on_text_changed += lambda _buffer: self.state.disarm()
+        return session
+
+    def submit(self, line: str) -> bool:
+        """Handle one submitted line; False means leave the chat."""
+        request = self.state.pending_permission
+        if request is not None and line.strip():
+            decision = parse_permission_answer(line)
+            if decision is None:
+                self.say(f"[yellow]answer the permission question first: {PERMISSION_QUESTION}")
+                self._carry = line
+            else:
+                self.answer_permission(decision)
+            return True
+        if not line.strip():
+            return True
+        try:
+            cmd = parse_command(line)
+        except CommandError as exc:
+            self.say(f"[red]{_esc(str(exc))}[/red]")
+            return True
+        if cmd is not None:
+            return self.command(cmd)
+        self.send(message_text(line))
+        return True
+
+    def run(self) -> int:
+        """The loop: open the session, read lines until /exit or Ctrl-D, end the session."""
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        from stagecrew.cli.render import TextRenderer
+
+        with patch_stdout(raw=True):
+            self.out = _TailWriter(sys.stdout, self._invalidate)
+            self.renderer = TextRenderer(self.out, color=True, diffs=True)  # type: ignore[arg-type]
+            session = self._session()
+            self.app = session.app
+            self.open_session()
+            while True:
+                carry, self._carry = self._carry, ""
+                try:
+                    line = session.prompt(default=carry)
+                except EOFError:
+                    break
+                except KeyboardInterrupt:  # a SIGINT between two prompts
+                    if self.state.interrupt(False) == "cancel":
+                        self.cancel(quiet=True)
+                    continue
+                try:
+                    if not self.submit(line):
+                        break
+                except KeyboardInterrupt:
+                    if self.state.busy:
+                        self.cancel(quiet=True)
+            self._closing = True
+            self.end_session(self.state.session)
+            for follower in self._followers:  # let the closing lines print
+                follower.join(timeout=3)
+            with self._out_lock:
+                self._end_line()
+        return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _plain(markup: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(markup).plain
+
+
+def run_chat(flags: dict[str, Any] | None = None, cwd: Path | None = None) -> int:
+    """``crew`` with no command: chat in the project that contains ``cwd``."""
+    from stagecrew.config import find_project_root
+
+    workspace = find_project_root(cwd or Path.cwd())
+    try:
+        chat = Chat(workspace, flags or {})
+        chat.connect()
+    except ChatSetupError as exc:
+        sys.stderr.write(f"crew: {exc}\n")
+        return exc.code
+    try:
+        return chat.run()
+    except ChatSetupError as exc:
+        sys.stderr.write(f"crew: {exc}\n")
+        return exc.code
+    finally:
+        with contextlib.suppress(Exception):
+            if not chat._closing:
+                chat.end_session(chat.state.session)

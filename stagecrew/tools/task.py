@@ -1,0 +1,151 @@
+"""``task`` and ``task_result``: fan work out to subagents, in parallel, and collect results.
+
+The tools are plain: they talk to a ``SubagentPort`` the agent's host puts in
+``ctx.state["subagents"]`` (the Ray host routes it through the supervisor, which starts each
+subagent as its own actor from the warm pool). Waiting is cancellable: if the parent is
+cancelled while it waits, the children it started are cancelled with it, never orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field, model_validator
+
+from stagecrew.tools.base import Tool, ToolContext, ToolResult
+
+
+class SubagentPort(Protocol):
+    async def spawn(self, prompt: str, profile: str, description: str) -> str: ...
+
+    async def wait(self, ids: list[str], timeout_s: float | None) -> dict[str, dict[str, Any]]: ...
+
+    async def cancel(self, ids: list[str]) -> None: ...
+
+
+class TaskItem(BaseModel):
+    prompt: str = Field(min_length=1, description="The complete task for the subagent.")
+    description: str = Field(default="", description="3-5 words naming the task.")
+    subagent_type: str = Field(default="build", description="Agent profile, e.g. build or plan.")
+
+
+class TaskArgs(BaseModel):
+    description: str = Field(default="", description="3-5 words naming the task.")
+    prompt: str | None = Field(default=None, description="The task for one subagent.")
+    subagent_type: str = Field(default="build", description="Agent profile for `prompt`.")
+    tasks: list[TaskItem] | None = Field(
+        default=None, description="Several tasks to run in parallel, one subagent each."
+    )
+    run_in_background: bool = Field(
+        default=False,
+        description="Return at once with the subagent ids; collect results with task_result.",
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TaskArgs:
+        if (self.prompt is None) == (self.tasks is None):
+            raise ValueError("give either 'prompt' (one subagent) or 'tasks' (several), not both")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("'tasks' is empty")
+        return self
+
+    def items(self) -> list[TaskItem]:
+        if self.tasks is not None:
+            return self.tasks
+        assert self.prompt is not None
+        return [
+            TaskItem(
+                prompt=self.prompt, description=self.description, subagent_type=self.subagent_type
+            )
+        ]
+
+
+def _port(ctx: ToolContext) -> SubagentPort | None:
+    return ctx.state.get("subagents")
+
+
+def format_results(results: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for actor_id, res in results.items():
+        head = f"## subagent {actor_id}: {res.get('stop_reason', 'unknown')}"
+        body = res.get("summary") or res.get("error") or "(no result)"
+        parts.append(f"{head}\n{body}")
+    return "\n\n".join(parts)
+
+
+class Task(Tool):
+    name = "task"
+    description = (
+        "Start subagents to work on tasks in parallel, each in its own process with its own "
+        "context. Give `prompt` for one subagent or `tasks` for several at once (they run "
+        "concurrently). Each prompt must be complete on its own: the subagent sees nothing of "
+        "this conversation. By default waits and returns every subagent's final answer; with "
+        "run_in_background=true returns their ids at once (collect with task_result)."
+    )
+    Args = TaskArgs
+    # Subagents of a read-only agent are read-only too, so plan mode may delegate.
+    sandboxable = True
+
+    async def run(self, args: TaskArgs, ctx: ToolContext) -> ToolResult:
+        port = _port(ctx)
+        if port is None:
+            return ToolResult(content="Subagents are not available in this agent.", is_error=True)
+        ids: list[str] = []
+        try:
+            for item in args.items():
+                ids.append(await port.spawn(item.prompt, item.subagent_type, item.description))
+        except Exception as exc:
+            if ids:
+                await port.cancel(ids)
+            return ToolResult(content=f"Could not start subagent: {exc}", is_error=True)
+        started = ctx.state.setdefault("subagent_ids", [])
+        started.extend(ids)
+        if args.run_in_background:
+            listing = ", ".join(ids)
+            return ToolResult(
+                content=f"Started {len(ids)} subagent(s) in the background: {listing}. "
+                "Collect their results with task_result.",
+                metadata={"subagents": ids},
+            )
+        try:
+            results = await port.wait(ids, None)
+        except asyncio.CancelledError:
+            await asyncio.shield(port.cancel(ids))
+            raise
+        failed = [i for i, r in results.items() if r.get("stop_reason") not in ("done", "goal_met")]
+        return ToolResult(
+            content=format_results(results),
+            is_error=bool(failed) and len(failed) == len(results),
+            metadata={"subagents": ids, "failed": failed},
+        )
+
+
+class TaskResultArgs(BaseModel):
+    task_ids: list[str] = Field(min_length=1, description="Subagent ids from task.")
+    wait: bool = Field(default=True, description="Wait for them to finish.")
+    timeout_s: float = Field(default=600, gt=0, le=7200)
+
+
+class TaskResultTool(Tool):
+    name = "task_result"
+    description = (
+        "Get the results of subagents started with task(run_in_background=true). With "
+        "wait=true (default) waits up to timeout_s for them to finish; unfinished ones are "
+        "reported as running."
+    )
+    Args = TaskResultArgs
+    read_only = True
+
+    async def run(self, args: TaskResultArgs, ctx: ToolContext) -> ToolResult:
+        port = _port(ctx)
+        if port is None:
+            return ToolResult(content="Subagents are not available in this agent.", is_error=True)
+        known = set(ctx.state.get("subagent_ids", []))
+        unknown = [i for i in args.task_ids if i not in known]
+        if unknown:
+            return ToolResult(
+                content=f"Unknown subagent id(s): {', '.join(unknown)}", is_error=True
+            )
+        results = await port.wait(args.task_ids, args.timeout_s if args.wait else 0.0)
+        return ToolResult(content=format_results(results))
