@@ -40,7 +40,9 @@ def models(llm: ScriptedLLM, **extra_limits: object) -> dict[str, object]:
 
 
 def task(prompt: str, profile: str = "build") -> dict[str, object]:
-    return {"tool_calls": [{"name": "task", "arguments": {"prompt": prompt, "subagent_type": profile}}]}
+    return {
+        "tool_calls": [{"name": "task", "arguments": {"prompt": prompt, "subagent_type": profile}}]
+    }
 
 
 def by_kind(events: list[object], cls: type) -> list[object]:
@@ -52,13 +54,18 @@ def test_recursive_cancel_of_a_three_level_tree(ray_head: object, git_repo: Path
     (git_repo / ".stagecrew" / "agents" / "deep.md").write_text(DEEP_PROFILE)
     pidfile = git_repo.parent / "pids"
     long_call = (
-        f"sleep 300 & echo $! > {pidfile}; sleep 300 & echo $! >> {pidfile}; "
-        "echo started; wait"
+        f"sleep 300 & echo $! > {pidfile}; sleep 300 & echo $! >> {pidfile}; echo started; wait"
     )
     script = {
         "root": [task("Delegate the work."), {"text": "The subtree was cancelled; I carried on."}],
         "mid": [task("Run the long job.", "deep"), {"text": "unreachable"}],
-        "deep": [{"tool_calls": [{"name": "bash", "arguments": {"command": long_call, "timeout": 600000}}]}],
+        "deep": [
+            {
+                "tool_calls": [
+                    {"name": "bash", "arguments": {"command": long_call, "timeout": 600000}}
+                ]
+            }
+        ],
     }
     with ScriptedLLM(script) as llm:
         client, sid = start_session(git_repo, "Orchestrate.", {}, config_json=models(llm))
@@ -84,13 +91,25 @@ def test_recursive_cancel_of_a_three_level_tree(ray_head: object, git_repo: Path
     session = by_kind(events, SessionFinished)[0]
     assert session.stop_reason == "done"  # the parent got the result and carried on
     assert session.summary == "The subtree was cancelled; I carried on."
-    task_result = next(t for t in by_kind(events, ToolFinished) if t.tool == "task" and t.actor_id == primary["actor_id"])
+    task_result = next(
+        t
+        for t in by_kind(events, ToolFinished)
+        if t.tool == "task" and t.actor_id == primary["actor_id"]
+    )
     assert "cancelled" in task_result.content
 
 
-def test_subagent_spinning_in_identical_calls_is_stopped_as_stuck(ray_head: object, git_repo: Path) -> None:
-    spin = {"tool_calls": [{"name": "grep", "arguments": {"pattern": "needle"}}], "repeat": "forever"}
-    script = {"root": [task("Find the needle."), {"text": "The subagent got stuck; reported."}], "mid": [spin]}
+def test_subagent_spinning_in_identical_calls_is_stopped_as_stuck(
+    ray_head: object, git_repo: Path
+) -> None:
+    spin = {
+        "tool_calls": [{"name": "grep", "arguments": {"pattern": "needle"}}],
+        "repeat": "forever",
+    }
+    script = {
+        "root": [task("Find the needle."), {"text": "The subagent got stuck; reported."}],
+        "mid": [spin],
+    }
     with ScriptedLLM(script) as llm:
         client, sid = start_session(git_repo, "Search.", {}, config_json=models(llm))
         events = follow(client, sid)
@@ -110,14 +129,30 @@ def test_subagent_spinning_in_identical_calls_is_stopped_as_stuck(ray_head: obje
     ("limits", "turn", "reason"),
     [
         ({"agent_wall_time_s": 2}, {"text": "slow", "delay": 30}, "timeout"),
-        ({"max_tokens": 500}, {"tool_calls": [{"name": "ls", "arguments": {}}], "repeat": "forever", "usage": {"prompt_tokens": 400, "completion_tokens": 10}}, "budget"),
-        ({"max_steps": 2}, {"tool_calls": [{"name": "ls", "arguments": {}}], "repeat": "forever"}, "max_steps"),
+        (
+            {"max_tokens": 500},
+            {
+                "tool_calls": [{"name": "ls", "arguments": {}}],
+                "repeat": "forever",
+                "usage": {"prompt_tokens": 400, "completion_tokens": 10},
+            },
+            "budget",
+        ),
+        (
+            {"max_steps": 2},
+            {"tool_calls": [{"name": "ls", "arguments": {}}], "repeat": "forever"},
+            "max_steps",
+        ),
         ({"wall_time_s": 2}, {"text": "slow", "delay": 30}, "timeout"),
     ],
     ids=["agent-wall-time", "tokens", "steps", "session-wall-time"],
 )
 def test_each_limit_produces_its_stop_reason(
-    ray_head: object, git_repo: Path, limits: dict[str, object], turn: dict[str, object], reason: str
+    ray_head: object,
+    git_repo: Path,
+    limits: dict[str, object],
+    turn: dict[str, object],
+    reason: str,
 ) -> None:
     with ScriptedLLM({"root": [turn]}) as llm:
         client, sid = start_session(git_repo, "Work.", {}, config_json=models(llm, **limits))
@@ -128,9 +163,16 @@ def test_each_limit_produces_its_stop_reason(
 
 def test_cost_budget(ray_head: object, git_repo: Path) -> None:
     # A model litellm has a price for, served by the scripted server: 1M prompt tokens a turn.
-    turn = {"tool_calls": [{"name": "ls", "arguments": {}}], "repeat": "forever", "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 10}}
+    turn = {
+        "tool_calls": [{"name": "ls", "arguments": {}}],
+        "repeat": "forever",
+        "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 10},
+    }
     with ScriptedLLM({"gpt-4o-mini": [turn]}) as llm:
-        cfg = {"models": {"primary": {"model": "openai/gpt-4o-mini", "api_base": llm.base_url}}, "limits": {"max_cost_usd": 0.2}}
+        cfg = {
+            "models": {"primary": {"model": "openai/gpt-4o-mini", "api_base": llm.base_url}},
+            "limits": {"max_cost_usd": 0.2},
+        }
         client, sid = start_session(git_repo, "Work.", {}, config_json=cfg)
         events = follow(client, sid, timeout=60)
     finished = by_kind(events, SessionFinished)[0]
@@ -140,8 +182,12 @@ def test_cost_budget(ray_head: object, git_repo: Path) -> None:
 
 def test_hung_actor_without_heartbeat_is_killed(ray_head: object, git_repo: Path) -> None:
     with ScriptedLLM({"root": [{"text": "never", "delay": 60}]}) as llm:
-        client, sid = start_session(git_repo, "Work.", {}, config_json=models(llm, heartbeat_timeout_s=3))
-        actor = wait_for(lambda: next((a for a in client.call("ps", session=sid)["actors"] if a["pid"]), None))
+        client, sid = start_session(
+            git_repo, "Work.", {}, config_json=models(llm, heartbeat_timeout_s=3)
+        )
+        actor = wait_for(
+            lambda: next((a for a in client.call("ps", session=sid)["actors"] if a["pid"]), None)
+        )
         os.kill(actor["pid"], signal.SIGSTOP)  # frozen: no heartbeats, no answer
         try:
             events = follow(client, sid, timeout=30)
@@ -153,8 +199,13 @@ def test_hung_actor_without_heartbeat_is_killed(ray_head: object, git_repo: Path
     assert by_kind(events, SessionFinished)[0].stop_reason == "error"
 
 
-def test_sigkilled_subagent_is_detected_and_parent_carries_on(ray_head: object, git_repo: Path) -> None:
-    script = {"root": [task("Think hard."), {"text": "My subagent died; I carried on."}], "mid": [{"text": "slow", "delay": 60}]}
+def test_sigkilled_subagent_is_detected_and_parent_carries_on(
+    ray_head: object, git_repo: Path
+) -> None:
+    script = {
+        "root": [task("Think hard."), {"text": "My subagent died; I carried on."}],
+        "mid": [{"text": "slow", "delay": 60}],
+    }
     with ScriptedLLM(script) as llm:
         client, sid = start_session(git_repo, "Work.", {}, config_json=models(llm))
         wait_for(lambda: any(r.body.get("model") == "mid" for r in llm.requests), timeout=60)
@@ -162,7 +213,16 @@ def test_sigkilled_subagent_is_detected_and_parent_carries_on(ray_head: object, 
         t0 = time.monotonic()
         os.kill(sub["pid"], signal.SIGKILL)
         events = follow(client, sid, timeout=60)
-        detected = wait_for(lambda: next((a for a in client.call("ps", session=sid)["actors"] if a["actor_id"] == sub["actor_id"] and a["state"] == "failed"), None))
+        detected = wait_for(
+            lambda: next(
+                (
+                    a
+                    for a in client.call("ps", session=sid)["actors"]
+                    if a["actor_id"] == sub["actor_id"] and a["state"] == "failed"
+                ),
+                None,
+            )
+        )
         assert detected
     assert time.monotonic() - t0 < 30
     failed = [f for f in by_kind(events, ActorFailed) if f.actor_id == sub["actor_id"]]
