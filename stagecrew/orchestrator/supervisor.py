@@ -30,12 +30,14 @@ from stagecrew.envutil import restore_process_env
 from stagecrew.messages import (
     ActorFailed,
     ActorFinished,
+    ActorRole,
     ActorStarted,
     ActorState,
     ActorStateChanged,
     Envelope,
     Heartbeat,
     Message,
+    ModelSpecWire,
     ModelUsage,
     SessionFinished,
     SessionStarted,
@@ -47,6 +49,16 @@ from stagecrew.orchestrator.eventlog import EventLog, read_events, session_dir
 from stagecrew.orchestrator.procs import kill_actor_processes
 
 CANCEL_GRACE_S = 3.0
+
+# Per-session service actors, created on first use: kind -> (module, class, actor role).
+SERVICES: dict[str, tuple[str, str, str]] = {
+    "checkpoint": (
+        "stagecrew.orchestrator.checkpoint_host",
+        "CheckpointWriterHost",
+        "checkpoint-writer",
+    ),
+    "judge": ("stagecrew.orchestrator.judge_host", "JudgeHost", "judge"),
+}
 WATCHDOG_EVERY_S = 0.5
 
 
@@ -153,6 +165,7 @@ class Supervisor:
         self.endpoint: dict[str, Any] = {}
         self.node_id = ray.get_runtime_context().get_node_id()
         self.recovered: list[str] = []
+        self.services: dict[tuple[str, str], Any] = {}
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -616,11 +629,107 @@ class Supervisor:
                 duration_s=round(time.time() - session.started_at, 3),
             ),
         )
+        await self._stop_services(session.session)
         session.finished = True
         session.log.close()
         await self._notify(session)
         with contextlib.suppress(Exception):
             await self.gateway.forget_session.remote(session.session)
+
+    # -- services: checkpoint writer, judge ---------------------------------------------------
+
+    async def service(self, session_id: str, kind: str, model: ModelSpecWire) -> Any:
+        """The session's service actor of this kind (created on first use, one per session).
+
+        Services are actors like agents (own process, ``num_cpus=0``, in the tree and in
+        ``crew ps``), but they serve requests instead of running a loop. Each is built with
+        ``(session, workspace, session_dir, gateway, model)``.
+        """
+        import importlib
+
+        key = (session_id, kind)
+        if key in self.services:
+            return self.services[key]
+        session = self.sessions.get(session_id)
+        if session is None or kind not in SERVICES:
+            raise KeyError(f"no session '{session_id}' or no service '{kind}'")
+        module, cls_name, role = SERVICES[kind]
+        cls = getattr(importlib.import_module(module), cls_name)
+        handle = (
+            ray.remote(cls)
+            .options(num_cpus=0, max_concurrency=16)
+            .remote(
+                session_id,
+                session.workspace,
+                str(session_dir(session.workspace, session_id)),
+                self.gateway,
+                model,
+            )
+        )
+        self.services[key] = handle
+        actor_id = f"{session_id}-{kind}"
+        record = ActorRecord(
+            actor_id=actor_id,
+            session=session_id,
+            role=role,
+            parent=session.primary,
+            handle=handle,
+            model=model.model,
+            state=ActorState.RUNNING,
+        )
+        self.actors[actor_id] = record
+        await self._emit(
+            session,
+            ActorStarted(
+                actor_id=actor_id, role=ActorRole(role), model=model.model, node_id=self.node_id
+            ),
+        )
+        return handle
+
+    async def complete(
+        self, session_id: str, actor_id: str, model: ModelSpecWire, messages: list[dict[str, Any]]
+    ) -> str:
+        """One non-tool model call through the gateway, for the supervisor's own decisions
+        (Max Mode ranking); usage is logged like any agent's."""
+        from stagecrew.messages import ModelRequest, ModelRole, StreamDone, StreamError
+
+        request = ModelRequest(
+            session=session_id,
+            actor_id=actor_id,
+            role=ModelRole.JUDGE,
+            spec=model,
+            messages=messages,
+        )
+        async for ref in self.gateway.stream.remote(request):
+            item = await ref
+            if isinstance(item, StreamError) and not item.retryable:
+                raise RuntimeError(item.message)
+            if isinstance(item, StreamDone):
+                session = self.sessions.get(session_id)
+                if session is not None:
+                    await self._emit(
+                        session,
+                        ModelUsage(
+                            actor_id=actor_id,
+                            model=item.model,
+                            usage=item.usage,
+                            latency_ms=item.latency_ms,
+                        ),
+                    )
+                return item.text
+        raise RuntimeError("the model stream ended without a final message")
+
+    async def _stop_services(self, session_id: str) -> None:
+        for (sid, kind), handle in list(self.services.items()):
+            if sid != session_id:
+                continue
+            self.services.pop((sid, kind), None)
+            record = self.actors.get(f"{sid}-{kind}")
+            if record is not None:
+                record.state = ActorState.FINISHED
+                record.done.set()
+            with contextlib.suppress(Exception):
+                ray.kill(handle)
 
     # -- cancellation ------------------------------------------------------------------------
 
@@ -702,7 +811,7 @@ class Supervisor:
             ]
             lim = session.limits
             for record in live:
-                if record.stopping:
+                if record.stopping or record.spec is None:  # services do not heartbeat
                     continue
                 spec = record.spec
                 if now - record.last_heartbeat > lim.heartbeat_timeout_s:
