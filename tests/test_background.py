@@ -70,7 +70,7 @@ def test_ctrl_c_on_attach_detaches_without_cancelling(ray_head: object, git_repo
         wait_for(lambda: llm.requests, timeout=30)
         time.sleep(1.0)  # attached and following
         attach.send_signal(signal.SIGINT)
-        out, err = attach.communicate(timeout=20)
+        _out, err = attach.communicate(timeout=20)
         assert attach.returncode == 0, err
         assert "detached" in err
         assert "running" in actor_states(git_repo, sid)  # still working
@@ -79,7 +79,7 @@ def test_ctrl_c_on_attach_detaches_without_cancelling(ray_head: object, git_repo
         assert cancel.returncode == 0 and f"{sid}-primary" in cancel.stdout
         log = session_dir(git_repo, sid) / "events.jsonl"
         wait_for(lambda: any(e.body.kind == "session_finished" for e in read_events(log)), 20)
-    finished = [e.body for e in read_events(log) if e.body.kind == "session_finished"][0]
+    finished = next(e.body for e in read_events(log) if e.body.kind == "session_finished")
     assert finished.stop_reason == "cancelled"
     logs = crew("logs", sid, cwd=git_repo)
     assert logs.returncode == 0 and "cancelled" in logs.stdout
