@@ -34,7 +34,7 @@ def main() -> None:
     )
     from stagecrew.orchestrator.hosts import get_or_create_supervisor
 
-    supervisor = get_or_create_supervisor(args.state_home, args.namespace)
+    supervisor = get_or_create_supervisor(args.state_home, args.namespace, args.address)
     endpoint = ray.get(supervisor.start_control.remote(), timeout=120)
     print(json.dumps(endpoint), flush=True)
 

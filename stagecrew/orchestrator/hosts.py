@@ -21,7 +21,9 @@ GatewayActor = ray.remote(ModelGateway)
 AgentHostActor = ray.remote(AgentHost)
 
 
-def get_or_create_supervisor(state_home: str, namespace: str = "stagecrew") -> Any:
+def get_or_create_supervisor(
+    state_home: str, namespace: str = "stagecrew", cluster_address: str = ""
+) -> Any:
     return SupervisorActor.options(
         name=SUPERVISOR_NAME,
         namespace=namespace,
@@ -29,7 +31,7 @@ def get_or_create_supervisor(state_home: str, namespace: str = "stagecrew") -> A
         get_if_exists=True,
         num_cpus=0,
         max_concurrency=1000,
-    ).remote(state_home, namespace)
+    ).remote(state_home, namespace, 2, cluster_address)
 
 
 def gateway_name(node_id: str) -> str:
@@ -50,5 +52,13 @@ def get_or_create_gateway(node_id: str, namespace: str = "stagecrew") -> Any:
     ).remote()
 
 
-def start_agent_host() -> Any:
-    return AgentHostActor.options(num_cpus=0, max_concurrency=64).remote()
+def gateway_for_node(node_id: str, namespace: str = "stagecrew") -> Any:
+    """The model gateway on that node (agents talk to the one beside them)."""
+    return get_or_create_gateway(node_id, namespace)
+
+
+def start_agent_host(scheduling_strategy: Any = None) -> Any:
+    options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 64}
+    if scheduling_strategy is not None:
+        options["scheduling_strategy"] = scheduling_strategy
+    return AgentHostActor.options(**options).remote()

@@ -35,6 +35,9 @@ from stagecrew.envutil import blackhole_env
 from stagecrew.orchestrator.control import ControlClient, ControlError
 
 HEAD_ID_VAR = "STAGECREW_HEAD_ID"
+# Ray's switch that makes a node take 127.0.0.1 as its own address instead of finding its
+# route address by "connecting" to 8.8.8.8: right for a local head, wrong for a real cluster.
+LOOPBACK_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class RuntimeStartError(Exception):
@@ -166,6 +169,7 @@ def start_head() -> HeadRecord:
     env = blackhole_env(os.environ)
     env[HEAD_ID_VAR] = temp_dir
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env[LOOPBACK_ONLY_VAR] = "0"
     env["RAY_DEDUP_LOGS"] = "0"
     cmd = [
         sys.executable,
@@ -218,6 +222,8 @@ def start_head() -> HeadRecord:
 def _run_bootstrap(address: str, log_path: Path) -> dict[str, Any]:
     env = blackhole_env(os.environ)
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    if address.startswith(("127.0.0.1:", "localhost:")):
+        env[LOOPBACK_ONLY_VAR] = "0"
     cmd = [
         sys.executable,
         "-m",

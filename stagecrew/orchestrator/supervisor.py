@@ -39,6 +39,7 @@ from stagecrew.messages import (
     Message,
     ModelSpecWire,
     ModelUsage,
+    Notice,
     SessionFinished,
     SessionStarted,
     StopReason,
@@ -145,11 +146,23 @@ class SessionRuntime:
     last_result: AgentResult | None = None
     spec: AgentSpec | None = None
     stopping: str | None = None
+    # Work placed on another node: where, on which clone, from which commit.
+    remote_node: str | None = None
+    remote_path: str | None = None
+    remote_base: str | None = None
 
 
 class Supervisor:
-    def __init__(self, state_home: str, namespace: str = "stagecrew", pool_size: int = 2) -> None:
+    def __init__(
+        self,
+        state_home: str,
+        namespace: str = "stagecrew",
+        pool_size: int = 2,
+        cluster_address: str = "",
+    ) -> None:
         restore_process_env()
+        # Which Ray cluster this is: restart recovery only touches this cluster's sessions.
+        self.cluster_address = cluster_address
         self.state_home = Path(state_home)
         self.namespace = namespace
         self.pool_size = pool_size
@@ -166,6 +179,7 @@ class Supervisor:
         self.node_id = ray.get_runtime_context().get_node_id()
         self.recovered: list[str] = []
         self.services: dict[tuple[str, str], Any] = {}
+        self.remote_gateways: dict[str, Any] = {}
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -234,7 +248,13 @@ class Supervisor:
     def _index_session(self, sid: str, workspace: str) -> None:
         self.state_home.mkdir(parents=True, exist_ok=True)
         with open(self._index_path(), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"session": sid, "workspace": workspace, "ts": time.time()}) + "\n")
+            entry = {
+                "session": sid,
+                "workspace": workspace,
+                "cluster": self.cluster_address,
+                "ts": time.time(),
+            }
+            fh.write(json.dumps(entry) + "\n")
 
     def _recover_from_logs(self) -> list[str]:
         """Rebuild the tree of every session a previous supervisor left unfinished; what was
@@ -248,7 +268,8 @@ class Supervisor:
         for line in lines:
             with contextlib.suppress(ValueError, KeyError):
                 entry = json.loads(line)
-                seen[entry["session"]] = entry["workspace"]
+                if entry.get("cluster", "") == self.cluster_address:
+                    seen[entry["session"]] = entry["workspace"]
         for sid, workspace in seen.items():
             path = session_dir(workspace, sid) / "events.jsonl"
             events = list(read_events(path))
@@ -380,6 +401,7 @@ class Supervisor:
         config: dict[str, Any],
         interactive: bool = False,
         limits: dict[str, Any] | None = None,
+        placement: dict[str, Any] | None = None,
     ) -> str:
         sid = spec.session
         if sid in self.sessions and not self.sessions[sid].finished:
@@ -411,10 +433,79 @@ class Supervisor:
             ),
         )
         await self.gateway.register_credentials.remote(sid, credentials)
+        host = None
+        if placement:
+            spec, host = await self._place_remotely(session, spec, placement)
         if spec.prompt or spec.messages:
             session.primary = spec.actor_id
-            await self._spawn(session, spec)
+            await self._spawn(session, spec, host=host)
         return sid
+
+    async def _place_remotely(
+        self, session: SessionRuntime, spec: AgentSpec, placement: dict[str, Any]
+    ) -> tuple[AgentSpec, Any]:
+        """Run the session's agent on a node with ``placement["resource"]``: ship the
+        workspace there as a git bundle and give the agent its own local clone."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from stagecrew.orchestrator import remote_workspace as rw
+        from stagecrew.orchestrator.hosts import gateway_for_node, start_agent_host
+
+        resource = placement["resource"]
+        nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get(resource, 0) > 0]
+        if not nodes:
+            raise ValueError(f"no live node has the resource '{resource}'")
+        node_id = nodes[0]["NodeID"]
+        pinned = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        loop = asyncio.get_running_loop()
+        bundle, commit = await loop.run_in_executor(None, rw.bundle_workspace, session.workspace)
+        materialise = ray.remote(num_cpus=0)(rw.materialise).options(scheduling_strategy=pinned)
+        path = await materialise.remote(ray.put(bundle), commit)
+        session.remote_node, session.remote_path, session.remote_base = node_id, path, commit
+        await self._emit(
+            session,
+            Notice(
+                text=f"workspace shipped to node {node_id[:12]} as a {len(bundle):,}-byte bundle",
+            ),
+        )
+        remote_spec = spec.model_copy(
+            update={
+                "workspace": path,
+                "session_dir": str(session_dir(path, session.session)),
+            }
+        )
+        host = start_agent_host(scheduling_strategy=pinned)
+        self.remote_gateways[node_id] = gateway_for_node(node_id, self.namespace)
+        return remote_spec, host
+
+    async def _bring_back_patch(self, session: SessionRuntime) -> None:
+        """The remote agent's work, as a patch applied to the person's tree (after a snapshot)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from stagecrew.orchestrator import remote_workspace as rw
+        from stagecrew.tools.worktrees import apply_patch_to
+
+        assert session.remote_node and session.remote_path and session.remote_base
+        pinned = NodeAffinitySchedulingStrategy(session.remote_node, soft=False)
+        patch_task = ray.remote(num_cpus=0)(rw.patch_since).options(scheduling_strategy=pinned)
+        patch = await patch_task.remote(session.remote_path, session.remote_base)
+        remove_task = ray.remote(num_cpus=0)(rw.remove).options(scheduling_strategy=pinned)
+        await remove_task.remote(session.remote_path)
+        loop = asyncio.get_running_loop()
+        try:
+            applied = await loop.run_in_executor(
+                None, partial(apply_patch_to, Path(session.workspace), patch, label="remote work")
+            )
+            text = (
+                f"applied the patch from node {session.remote_node[:12]} "
+                f"({len(patch.encode()):,} bytes; rewind snapshot {applied.snapshot_id})"
+            )
+            await self._emit(session, Notice(text=text))
+        except Exception as exc:
+            await self._emit(
+                session,
+                Notice(level="error", text=f"the remote patch did not apply: {exc}"),
+            )
 
     async def user_input(self, sid: str, text: str, spec: AgentSpec | None = None) -> str:
         """The person's next message in an interactive session: a new run of the primary
@@ -495,9 +586,13 @@ class Supervisor:
         return out
 
     async def _spawn(
-        self, session: SessionRuntime, spec: AgentSpec, description: str = ""
+        self, session: SessionRuntime, spec: AgentSpec, description: str = "", host: Any = None
     ) -> ActorRecord:
-        host, from_pool = self._take_host()
+        placed = host is not None
+        if host is None:
+            host, from_pool = self._take_host()
+        else:
+            from_pool = False
         record = ActorRecord(
             actor_id=spec.actor_id,
             session=session.session,
@@ -521,12 +616,13 @@ class Supervisor:
                 model=spec.model.model,
                 from_pool=from_pool,
                 pid=record.pid,
-                node_id=self.node_id,
+                node_id=(session.remote_node if placed else None) or self.node_id,
             ),
         )
         me = ray.get_runtime_context().current_actor
         record.started_at = record.last_heartbeat = time.time()
-        ref = host.run.remote(spec, me, self.gateway)
+        gateway = self.remote_gateways.get(session.remote_node or "", self.gateway)
+        ref = host.run.remote(spec, me, gateway)
         await self._set_state(session, record, ActorState.RUNNING)
         asyncio.get_running_loop().create_task(self._watch(session, record, ref))
         return record
@@ -588,6 +684,8 @@ class Supervisor:
         await asyncio.get_running_loop().run_in_executor(
             None, kill_actor_processes, record.actor_id
         )
+        if record.actor_id == session.primary and session.remote_path:
+            await self._bring_back_patch(session)
         if record.actor_id == session.primary:
             session.last_result = result
             if result.messages:
@@ -912,6 +1010,7 @@ class Supervisor:
                 req.get("config", {}),
                 interactive=bool(req.get("interactive", False)),
                 limits=req.get("limits"),
+                placement=req.get("placement"),
             )
             return {"ok": True, "session": sid}
         if op == "user_input":
