@@ -16,6 +16,7 @@ with ``preload=False`` so a short run does not pay litellm's warm-up twice).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from stagecrew.actors.agent import Agent, AgentResult, AgentSpec, PermissionPort
@@ -39,8 +40,12 @@ class InProcessModelPort:
         self.gateway = gateway
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        async for item in self.gateway.stream(request):
-            yield item
+        # aclosing: when the agent stops reading (cancelled mid-stream), the gateway's
+        # generator is closed at once, releasing its provider slot and HTTP connection,
+        # instead of whenever the event loop finalises it.
+        async with contextlib.aclosing(self.gateway.stream(request)) as items:
+            async for item in items:
+                yield item
 
 
 class CollectingSink:

@@ -60,6 +60,23 @@ def _session_slug(session: str) -> str:
     return slug[:80] or "session"
 
 
+def _plans_dir(root: Path) -> Path:
+    """Create ``.stagecrew/plans`` one level at a time, checking each level *before* creating
+    it: a symlinked ``.stagecrew`` must not even get a ``plans`` directory made at its target."""
+    current = root
+    for part in PLANS_DIR.parts:
+        current = current / part
+        real = Path(os.path.realpath(current))
+        if not real.is_relative_to(root):
+            raise ValueError(
+                f"{current} resolves to {real}, outside the workspace {root}; "
+                "refusing to save the plan there"
+            )
+        real.mkdir(exist_ok=True)
+        current = real
+    return current
+
+
 def save_plan(workspace: Path, session: str, text: str, *, now: float | None = None) -> Path:
     """Write ``text`` to ``<workspace>/.stagecrew/plans/<YYYYmmdd-HHMMSS>-<session>.md``.
 
@@ -73,14 +90,7 @@ def save_plan(workspace: Path, session: str, text: str, *, now: float | None = N
     and ``OSError`` when the directory cannot be created or written.
     """
     root = Path(os.path.realpath(workspace))
-    directory = root / PLANS_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    real_dir = Path(os.path.realpath(directory))
-    if not real_dir.is_relative_to(root):
-        raise ValueError(
-            f"{directory} resolves to {real_dir}, outside the workspace {root}; "
-            "refusing to save the plan there"
-        )
+    real_dir = _plans_dir(root)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     stem = f"{stamp}-{_session_slug(session)}"
     data = _file_text(text).encode("utf-8")
