@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback: no 8.8.8.8 probe
 
 
 def pct(values: list[float], q: float) -> float:

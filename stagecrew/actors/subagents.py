@@ -8,7 +8,9 @@ is bounded so an agent cannot recurse into an unbounded fan-out.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 from stagecrew.actors.agent import AgentSpec
 from stagecrew.messages import ActorRole, ModelRole, new_id
@@ -18,8 +20,33 @@ class SubagentError(Exception):
     """A subagent that cannot be started; the message goes back to the parent model."""
 
 
+def _profiles(workspace: Path, user_dir: Path | None) -> dict[str, Any]:
+    """Profiles, parsed once per change of the directories that hold them (a fan-out of
+    subagents would otherwise re-read and re-parse every markdown file per child)."""
+
+    def stamp(d: Path | None) -> tuple[float, ...]:
+        if d is None or not d.is_dir():
+            return ()
+        return (*tuple(sorted(p.stat().st_mtime for p in d.glob("*.md"))), d.stat().st_mtime)
+
+    key = (
+        workspace,
+        user_dir,
+        stamp(workspace / ".stagecrew" / "agents"),
+        stamp(user_dir and user_dir / "agents"),
+    )
+    return _cached_profiles(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_profiles(key: tuple[Any, ...]) -> dict[str, Any]:
+    from stagecrew.profiles import discover_profiles
+
+    return discover_profiles(key[0], key[1])
+
+
 def child_spec(parent: AgentSpec, prompt: str, profile_name: str) -> AgentSpec:
-    from stagecrew.profiles import ProfileError, discover_profiles
+    from stagecrew.profiles import ProfileError
 
     if parent.depth + 1 > parent.max_depth:
         raise SubagentError(
@@ -27,7 +54,7 @@ def child_spec(parent: AgentSpec, prompt: str, profile_name: str) -> AgentSpec:
         )
     user_dir = Path(parent.user_config_dir) if parent.user_config_dir else None
     try:
-        profiles = discover_profiles(Path(parent.workspace), user_dir)
+        profiles = _profiles(Path(parent.workspace), user_dir)
     except ProfileError as exc:
         raise SubagentError(str(exc)) from exc
     profile = profiles.get(profile_name)

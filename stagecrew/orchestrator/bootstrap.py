@@ -17,6 +17,7 @@ def main() -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--state-home", required=True)
     parser.add_argument("--namespace", default="stagecrew")
+    parser.add_argument("--pool-size", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -34,7 +35,9 @@ def main() -> None:
     )
     from stagecrew.orchestrator.hosts import get_or_create_supervisor
 
-    supervisor = get_or_create_supervisor(args.state_home, args.namespace, args.address)
+    supervisor = get_or_create_supervisor(
+        args.state_home, args.namespace, args.address, args.pool_size
+    )
     endpoint = ray.get(supervisor.start_control.remote(), timeout=120)
     print(json.dumps(endpoint), flush=True)
 

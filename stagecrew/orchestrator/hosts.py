@@ -22,7 +22,7 @@ AgentHostActor = ray.remote(AgentHost)
 
 
 def get_or_create_supervisor(
-    state_home: str, namespace: str = "stagecrew", cluster_address: str = ""
+    state_home: str, namespace: str = "stagecrew", cluster_address: str = "", pool_size: int = 2
 ) -> Any:
     return SupervisorActor.options(
         name=SUPERVISOR_NAME,
@@ -31,7 +31,7 @@ def get_or_create_supervisor(
         get_if_exists=True,
         num_cpus=0,
         max_concurrency=1000,
-    ).remote(state_home, namespace, 2, cluster_address)
+    ).remote(state_home, namespace, pool_size, cluster_address)
 
 
 def gateway_name(node_id: str) -> str:

@@ -129,11 +129,11 @@ def _start_lock() -> Any:
 
 
 def connect(
-    address: str | None = None, *, start: bool = True, on_start: Any = None
+    address: str | None = None, *, start: bool = True, on_start: Any = None, pool_size: int = 2
 ) -> ControlClient:
     """A client for the supervisor: attach to what runs, start a local head if nothing does."""
     if address:
-        return _connect_cluster(address)
+        return _connect_cluster(address, pool_size)
     record = read_record()
     if record and _alive(record):
         return record.client()
@@ -148,18 +148,18 @@ def connect(
         if on_start:
             on_start()
         if record and record.local and _gcs_reachable(record.gcs_address):
-            record = _bootstrap(record)  # Ray is up, only the supervisor was lost
+            record = _bootstrap(record, pool_size)  # Ray is up, only the supervisor was lost
         else:
             if record:
                 stop_head(record)
-            record = _bootstrap(start_head())
+            record = _bootstrap(start_head(), pool_size)
         write_record(record)
         return record.client()
 
 
-def _connect_cluster(address: str) -> ControlClient:
+def _connect_cluster(address: str, pool_size: int) -> ControlClient:
     """On a cluster the supervisor is found (or created) through Ray itself."""
-    out = _run_bootstrap(address, state_home() / "bootstrap.log")
+    out = _run_bootstrap(address, state_home() / "bootstrap.log", pool_size)
     return ControlClient(out["host"], out["port"], out["token"])
 
 
@@ -219,7 +219,7 @@ def start_head() -> HeadRecord:
     return record
 
 
-def _run_bootstrap(address: str, log_path: Path) -> dict[str, Any]:
+def _run_bootstrap(address: str, log_path: Path, pool_size: int = 2) -> dict[str, Any]:
     env = blackhole_env(os.environ)
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     if address.startswith(("127.0.0.1:", "localhost:")):
@@ -232,6 +232,8 @@ def _run_bootstrap(address: str, log_path: Path) -> dict[str, Any]:
         address,
         "--state-home",
         str(state_home()),
+        "--pool-size",
+        str(pool_size),
     ]
     with open(log_path, "w") as log:
         proc = subprocess.run(
@@ -244,9 +246,9 @@ def _run_bootstrap(address: str, log_path: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def _bootstrap(record: HeadRecord) -> HeadRecord:
+def _bootstrap(record: HeadRecord, pool_size: int = 2) -> HeadRecord:
     try:
-        out = _run_bootstrap(record.gcs_address, Path(record.temp_dir) / "bootstrap.log")
+        out = _run_bootstrap(record.gcs_address, Path(record.temp_dir) / "bootstrap.log", pool_size)
     except (RuntimeStartError, subprocess.TimeoutExpired):
         stop_head(record)
         raise

@@ -50,6 +50,7 @@ from stagecrew.orchestrator.eventlog import EventLog, read_events, session_dir
 from stagecrew.orchestrator.procs import kill_actor_processes
 
 CANCEL_GRACE_S = 3.0
+REFILL_DELAY_S = 1.5
 
 # Per-session service actors, created on first use: kind -> (module, class, actor role).
 SERVICES: dict[str, tuple[str, str, str]] = {
@@ -201,13 +202,16 @@ class Supervisor:
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_limits())
         return self.endpoint
 
-    def _refill_pool(self) -> None:
+    def _refill_pool(self, delay_s: float = 0.0) -> None:
         if self._pool_filling is None or self._pool_filling.done():
-            self._pool_filling = asyncio.get_running_loop().create_task(self._fill_pool())
+            self._pool_filling = asyncio.get_running_loop().create_task(self._fill_pool(delay_s))
 
-    async def _fill_pool(self) -> None:
+    async def _fill_pool(self, delay_s: float = 0.0) -> None:
         from stagecrew.orchestrator.hosts import start_agent_host
 
+        # Starting a host costs about a second of CPU; on two cores, doing it at the very
+        # moment a pooled host starts its work would slow that start down.
+        await asyncio.sleep(delay_s)
         while len(self.pool) < self.pool_size:
             host = start_agent_host()
             try:
@@ -222,7 +226,7 @@ class Supervisor:
 
         if self.pool:
             host = self.pool.pop(0)
-            self._refill_pool()
+            self._refill_pool(delay_s=REFILL_DELAY_S)
             return host, True
         self._refill_pool()
         return start_agent_host(), False
@@ -506,6 +510,21 @@ class Supervisor:
                 session,
                 Notice(level="error", text=f"the remote patch did not apply: {exc}"),
             )
+
+    async def start_max_session(
+        self,
+        spec: AgentSpec,
+        credentials: dict[str, str],
+        config: dict[str, Any],
+        limits: dict[str, Any] | None,
+        max_spec: dict[str, Any],
+    ) -> str:
+        """Max Mode: N candidates on the same task in their own worktrees, the best verified
+        patch applied. The coordination lives in ``maxmode.py``; this only hands it over."""
+        from stagecrew.orchestrator.maxmode import MaxModeSpec, start_max_mode
+
+        parsed = MaxModeSpec.model_validate(max_spec)
+        return await start_max_mode(self, spec, credentials, config, limits, parsed)
 
     async def user_input(self, sid: str, text: str, spec: AgentSpec | None = None) -> str:
         """The person's next message in an interactive session: a new run of the primary
@@ -1011,6 +1030,15 @@ class Supervisor:
                 interactive=bool(req.get("interactive", False)),
                 limits=req.get("limits"),
                 placement=req.get("placement"),
+            )
+            return {"ok": True, "session": sid}
+        if op == "start_max_session":
+            sid = await self.start_max_session(
+                AgentSpec.model_validate(req["spec"]),
+                req.get("credentials", {}),
+                req.get("config", {}),
+                req.get("limits"),
+                req["max"],
             )
             return {"ok": True, "session": sid}
         if op == "user_input":

@@ -91,14 +91,16 @@ class Task(Tool):
         port = _port(ctx)
         if port is None:
             return ToolResult(content="Subagents are not available in this agent.", is_error=True)
-        ids: list[str] = []
-        try:
-            for item in args.items():
-                ids.append(await port.spawn(item.prompt, item.subagent_type, item.description))
-        except Exception as exc:
+        spawned = await asyncio.gather(
+            *(port.spawn(i.prompt, i.subagent_type, i.description) for i in args.items()),
+            return_exceptions=True,
+        )
+        ids = [s for s in spawned if isinstance(s, str)]
+        errors = [s for s in spawned if isinstance(s, BaseException)]
+        if errors:  # all or none: a half-started fan-out would be a confusing result
             if ids:
                 await port.cancel(ids)
-            return ToolResult(content=f"Could not start subagent: {exc}", is_error=True)
+            return ToolResult(content=f"Could not start subagent: {errors[0]}", is_error=True)
         started = ctx.state.setdefault("subagent_ids", [])
         started.extend(ids)
         if args.run_in_background:

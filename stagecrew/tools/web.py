@@ -12,11 +12,13 @@ import asyncio
 import ipaddress
 import re
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # imported when a fetch runs: httpx is ~8 MiB every agent need not carry
+    import httpx
 
 from stagecrew.tools.base import Tool, ToolContext, ToolResult
 from stagecrew.tools.shell import tool_subprocess_env
@@ -229,6 +231,8 @@ def _env_get(env: dict[str, str], *names: str) -> str | None:
 def proxy_mounts(env: dict[str, str]) -> dict[str, httpx.AsyncHTTPTransport | None]:
     """httpx mounts for the proxies in ``env`` (the user's), honouring NO_PROXY like httpx's own
     environment handling. Loopback is always direct: a local dev server is never behind one."""
+    import httpx
+
     mounts: dict[str, httpx.AsyncHTTPTransport | None] = {}
     no_proxy = _env_get(env, "no_proxy") or ""
     hosts = [h.strip() for h in no_proxy.split(",") if h.strip()]
@@ -309,6 +313,8 @@ def _error(message: str) -> ToolResult:
 
 
 async def fetch(args: WebFetchArgs, ctx: ToolContext) -> ToolResult:
+    import httpx
+
     url = args.url.strip()
     try:
         parts = urlsplit(url)
