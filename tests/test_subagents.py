@@ -68,6 +68,8 @@ def test_parallel_fan_out_over_directories(ray_head: object, git_repo: Path) -> 
     tool_msg = next(m for m in root_requests[-1]["messages"] if m["role"] == "tool")
     assert all(f"{d}: one file" in tool_msg["content"] for d in ("alpha", "beta", "gamma"))
     assert next(e.body for e in events if isinstance(e.body, SessionFinished)).stop_reason == "done"
+    # A fan-out wider than the warm pool teaches the pool to keep that many hosts ready.
+    assert client.call("ping")["pool_target"] >= 3
 
 
 READ_ONLY_LEAD = """---

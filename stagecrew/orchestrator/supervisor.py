@@ -51,6 +51,8 @@ from stagecrew.orchestrator.procs import kill_actor_processes
 
 CANCEL_GRACE_S = 3.0
 REFILL_DELAY_S = 1.5
+POOL_MAX = 8
+POOL_DECAY_S = 600.0
 
 # Per-session service actors, created on first use: kind -> (module, class, actor role).
 SERVICES: dict[str, tuple[str, str, str]] = {
@@ -167,6 +169,10 @@ class Supervisor:
         self.state_home = Path(state_home)
         self.namespace = namespace
         self.pool_size = pool_size
+        # The pool learns the fan-out people use: each miss raises the target by one (up to
+        # POOL_MAX), and ten idle minutes bring it back to the configured size.
+        self.pool_target = pool_size
+        self.last_take = time.time()
         self.token = secrets.token_urlsafe(24)
         self.sessions: dict[str, SessionRuntime] = {}
         self.actors: dict[str, ActorRecord] = {}
@@ -212,7 +218,7 @@ class Supervisor:
         # Starting a host costs about a second of CPU; on two cores, doing it at the very
         # moment a pooled host starts its work would slow that start down.
         await asyncio.sleep(delay_s)
-        while len(self.pool) < self.pool_size:
+        while len(self.pool) < self.pool_target:
             host = start_agent_host()
             try:
                 await host.ping.remote()
@@ -224,12 +230,21 @@ class Supervisor:
     def _take_host(self) -> tuple[Any, bool]:
         from stagecrew.orchestrator.hosts import start_agent_host
 
+        self.last_take = time.time()
         if self.pool:
             host = self.pool.pop(0)
             self._refill_pool(delay_s=REFILL_DELAY_S)
             return host, True
-        self._refill_pool()
+        self.pool_target = min(POOL_MAX, max(self.pool_target + 1, self.pool_size))
+        self._refill_pool(delay_s=REFILL_DELAY_S)
         return start_agent_host(), False
+
+    def _shrink_idle_pool(self) -> None:
+        if self.pool_target > self.pool_size and time.time() - self.last_take > POOL_DECAY_S:
+            self.pool_target = self.pool_size
+            while len(self.pool) > self.pool_target:
+                with contextlib.suppress(Exception):
+                    ray.kill(self.pool.pop())
 
     def ping(self) -> dict[str, Any]:
         return {
@@ -238,6 +253,7 @@ class Supervisor:
             "pid": os.getpid(),
             "sessions": len(self.sessions),
             "pool": len(self.pool),
+            "pool_target": self.pool_target,
             "recovered": self.recovered,
         }
 
@@ -917,6 +933,7 @@ class Supervisor:
                 await self._check_limits()
 
     async def _check_limits(self) -> None:
+        self._shrink_idle_pool()
         now = time.time()
         for session in list(self.sessions.values()):
             if session.finished:
