@@ -264,10 +264,10 @@ def head_processes(record: HeadRecord) -> list[Any]:
     import psutil
 
     found = []
-    for proc in psutil.process_iter(["pid"]):
+    for proc in psutil.process_iter(["pid", "status"]):
         try:
-            if proc.pid == os.getpid():
-                continue
+            if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue  # a zombie is already dead; its parent (or init) reaps it
             if os.getpgid(proc.pid) == record.pgid:
                 found.append(proc)
                 continue
@@ -279,20 +279,28 @@ def head_processes(record: HeadRecord) -> list[Any]:
 
 
 def stop_head(record: HeadRecord, grace_s: float = 3.0) -> int:
-    """Stop exactly this head's processes (never other Ray instances), then its files."""
+    """Stop exactly this head's processes (never other Ray instances), then its files.
+
+    Sweeps until nothing is found: a worker the raylet was starting during the first sweep
+    (a pool refill, say) would otherwise survive it."""
     import psutil
 
-    procs = head_processes(record)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=2.0)
+    stopped: set[int] = set()
+    for attempt in range(5):
+        procs = head_processes(record)
+        if not procs:
+            break
+        stopped.update(p.pid for p in procs)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGTERM if attempt == 0 else signal.SIGKILL)
+        _, alive = psutil.wait_procs(procs, timeout=grace_s if attempt == 0 else 1.0)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=2.0)
     shutil.rmtree(record.temp_dir, ignore_errors=True)
-    return len(procs)
+    return len(stopped)
 
 
 def down() -> str:

@@ -581,12 +581,15 @@ class Supervisor:
         session = self.sessions.get(sid)
         if session is None or session.finished:
             return
-        if session.primary and not self.actors[session.primary].state.terminal:
+        running = session.primary and not self.actors[session.primary].state.terminal
+        if running:
             await self.cancel(sid)
             await self.actors[session.primary].done.wait()
-        result = session.last_result or AgentResult(
-            actor_id=session.primary or sid, stop_reason=StopReason.DONE
-        )
+        # The run's own result when it was just cancelled (``last_result`` is set a moment
+        # after ``done``), else the last finished turn's.
+        latest = self.actors[session.primary].result if session.primary else None
+        result = (latest if running else None) or session.last_result or latest
+        result = result or AgentResult(actor_id=sid, stop_reason=StopReason.DONE)
         await self._finish_session(session, result)
 
     async def spawn_child(self, spec: AgentSpec, description: str = "") -> str:
