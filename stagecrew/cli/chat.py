@@ -348,6 +348,12 @@ class _TailWriter:
         self._sink.flush()
         return True
 
+    def discard(self) -> None:
+        """Forget the streaming line without printing it."""
+        with self._lock:
+            self.tail = ""
+        self._on_change()
+
     def isatty(self) -> bool:
         return True
 
@@ -373,15 +379,13 @@ class Chat:
     """The interactive loop: an input line, a follower thread, and the control client."""
 
     def __init__(self, workspace: Path, flags: dict[str, Any]) -> None:
-        from stagecrew.config import ConfigError, load_config
+        from stagecrew.config import ConfigError, load_config, user_config_dir
         from stagecrew.profiles import ProfileError, discover_profiles
 
         self.workspace = workspace
         self.flags = dict(flags)
         try:
             self.config = load_config(workspace, flags=self.flags)
-            from stagecrew.config import user_config_dir
-
             names = list(discover_profiles(workspace, user_config_dir()))
         except (ConfigError, ProfileError) as exc:
             raise ChatSetupError(str(exc)) from exc
@@ -396,6 +400,7 @@ class Chat:
         self.registered_keys: set[str] = set()
         self.out: _TailWriter | None = None
         self.renderer: Any = None
+        self.side: Any = None  # a console for everything that is not the envelope stream
         self.app: Any = None
         self._followers: list[threading.Thread] = []
         self._out_lock = threading.RLock()
@@ -409,13 +414,16 @@ class Chat:
     def _prepare(self, prompt: str, session_id: str | None = None) -> Any:
         """An AgentSpec and credentials for the current profile and model (raises
         SessionSetupError with a one-line reason: unknown profile, missing key)."""
-        from stagecrew.cli.session import prepare_session
-        from stagecrew.config import load_config
+        from stagecrew.cli.session import SessionSetupError, prepare_session
+        from stagecrew.config import ConfigError, load_config
 
         config = self.config
         if self.state.model_override:
             flags = {**self.flags, "models.primary.model": self.state.model_override}
-            config = load_config(self.workspace, flags=flags)
+            try:
+                config = load_config(self.workspace, flags=flags)
+            except ConfigError as exc:
+                raise SessionSetupError(str(exc)) from exc
         return prepare_session(
             config, prompt, self.workspace, agent=self.state.agent, session_id=session_id
         )
@@ -435,19 +443,37 @@ class Chat:
 
     # -- output ------------------------------------------------------------------------------
 
-    def say(self, markup: str | Any) -> None:
-        """Print rich markup (or a renderable) above the prompt, after any streaming line.
+    def say(self, markup: str | Any, *, end_stream: bool = False) -> None:
+        """Print rich markup (or a renderable) above the prompt.
 
-        Takes the output lock: the follower thread, the input thread and key handlers all
-        print, and a line must never be cut in two by another thread's line.
+        The line the model is streaming stays where it is and goes on growing (a ``/ps`` in
+        the middle of an answer does not cut it in two) unless ``end_stream``: the end of a
+        turn ends it first. Takes the output lock: the follower thread, the input thread and
+        key handlers all print, and a line must never be cut by another thread's line.
         """
-        if self.renderer is None:
+        if self.renderer is None or self.side is None:
             text = markup if isinstance(markup, str) else str(markup)
             sys.stderr.write(_plain(text) + "\n")
             return
         with self._out_lock:
-            self._end_line()
-            self.renderer.console.print(markup)
+            if end_stream:
+                self._end_line()
+            self.side.print(markup)
+
+    def _print_now(self, markup: str) -> None:
+        """Print while no prompt is drawn, straight to the terminal rather than through
+        patch_stdout's writer thread: that thread is asynchronous, and a prompt drawn before
+        it writes is pushed down by the text and leaves a stray copy in the scrollback."""
+        from prompt_toolkit.application.current import get_app_session
+
+        if self.side is None:
+            sys.stderr.write(_plain(markup) + "\n")
+            return
+        with self.side.capture() as captured:
+            self.side.print(markup)
+        output = get_app_session().output
+        output.write_raw(captured.get())
+        output.flush()
 
     def _end_line(self) -> None:
         """Finish the line the model was streaming, so what follows starts on its own."""
@@ -463,6 +489,20 @@ class Chat:
         app = self.app
         if app is not None and app.is_running:
             app.invalidate()
+
+    def _call(self, op: str, what: str, timeout: float = 15, **args: Any) -> dict[str, Any] | None:
+        """One control call; a failure is shown as one line and returns None.
+
+        Besides the supervisor's own errors (ControlError), a reply slower than ``timeout``
+        surfaces as an OSError from the socket: neither may take the chat down.
+        """
+        from stagecrew.orchestrator.control import ControlError
+
+        try:
+            return self.client.call(op, timeout=timeout, **args)
+        except (ControlError, OSError, ValueError) as exc:
+            self.say(f"[red]{what}: {_esc(str(exc) or type(exc).__name__)}[/red]")
+            return None
 
     # -- session -----------------------------------------------------------------------------
 
@@ -500,11 +540,16 @@ class Chat:
             )
         except SessionSetupError as exc:
             raise ChatSetupError(str(exc)) from exc
-        except ControlError as exc:
+        except (ControlError, OSError) as exc:
             raise ChatSetupError(str(exc), EXIT_FAILED) from exc
         self.registered_keys = set(prepared.credentials)
         self.state.new_session(sid)
         self.state.model = prepared.spec.model.model
+        model = prepared.spec.model.model
+        self._print_now(
+            f"[dim]session {sid} · {_esc(model)} · agent {self.state.agent}[/dim]\n"
+            "[dim]/help for commands · Tab switches build ⇄ plan · Ctrl-D quits[/dim]"
+        )
         follower = threading.Thread(
             target=self._follow, args=(sid,), name=f"follow-{sid}", daemon=True
         )
@@ -514,14 +559,8 @@ class Chat:
     def end_session(self, sid: str | None) -> None:
         """End a session (the supervisor cancels a running turn first and writes the final
         ``session_finished``); errors are shown, never raised, since we are leaving anyway."""
-        from stagecrew.orchestrator.control import ControlError
-
-        if sid is None or self.client is None:
-            return
-        try:
-            self.client.call("end_session", session=sid, timeout=30)
-        except ControlError as exc:
-            self.say(f"[red]could not end session {sid}: {_esc(str(exc))}[/red]")
+        if sid is not None and self.client is not None:
+            self._call("end_session", f"could not end session {sid}", timeout=30, session=sid)
 
     def _follow(self, sid: str) -> None:
         """The follower thread: stream the session's envelopes until it ends."""
@@ -537,7 +576,7 @@ class Chat:
                 self._on_envelope(env)
         except (ControlError, OSError, ValueError) as exc:
             if sid == self.state.session and not self._closing:
-                self.say(f"[red]lost the session's event stream: {_esc(str(exc))}[/red]")
+                self.say(f"[red]lost the session's event stream: {_esc(str(exc))}", end_stream=True)
         finally:
             self._invalidate()
 
@@ -555,9 +594,7 @@ class Chat:
             self._invalidate()
             return
         elif isinstance(body, SessionStarted):
-            self._render(env)
-            self.say("[dim]/help for commands · Tab switches build ⇄ plan · Ctrl-D quits[/dim]")
-            return
+            return  # open_session printed the header before the first prompt
         self._render(env)
         self._invalidate()
 
@@ -565,17 +602,18 @@ class Chat:
         usage = self.state.usage
         totals = f"{usage.total_tokens:,} tokens · ${usage.cost_usd:.4f} this session"
         if body.stop_reason.success:
-            self.say(f"[dim]── {totals}[/dim]")
+            self.say(f"[dim]── {totals}[/dim]", end_stream=True)
             return
         detail = f": {_esc(body.error)}" if body.error else ""
-        self.say(f"[red]✗ {body.stop_reason.value}{detail}[/red] [dim]── {totals}[/dim]")
+        self.say(
+            f"[red]✗ {body.stop_reason.value}{detail}[/red] [dim]── {totals}[/dim]", end_stream=True
+        )
 
     # -- actions -----------------------------------------------------------------------------
 
     def send(self, text: str) -> None:
         """Start the next turn with a spec for the current profile and model."""
         from stagecrew.cli.session import SessionSetupError
-        from stagecrew.orchestrator.control import ControlError
 
         if self.state.busy:
             self.say(
@@ -598,16 +636,15 @@ class Chat:
             )
             self._carry = text
             return
-        try:
-            reply = self.client.call(
-                "user_input",
-                timeout=30,
-                session=self.state.session,
-                text=text,
-                spec=prepared.spec.model_dump(mode="json"),
-            )
-        except ControlError as exc:
-            self.say(f"[red]{_esc(str(exc))}[/red]")
+        reply = self._call(
+            "user_input",
+            "not sent",
+            timeout=30,
+            session=self.state.session,
+            text=text,
+            spec=prepared.spec.model_dump(mode="json"),
+        )
+        if reply is None:
             self._carry = text
             return
         self.state.turn_started(reply["actor_id"])
@@ -615,8 +652,6 @@ class Chat:
     def cancel(self, quiet: bool = False) -> None:
         """Ask the supervisor to cancel the running turn, off the UI thread (the call is quick,
         but the input line must never wait on the network)."""
-        from stagecrew.orchestrator.control import ControlError
-
         sid = self.state.session
         if not self.state.busy:
             if not quiet:
@@ -624,17 +659,12 @@ class Chat:
             return
         self.say("[yellow]cancelling…[/yellow]")
 
-        def call() -> None:
-            try:
-                self.client.call("cancel", target=sid, timeout=15)
-            except ControlError as exc:
-                self.say(f"[red]cancel failed: {_esc(str(exc))}[/red]")
-
-        threading.Thread(target=call, name="cancel", daemon=True).start()
+        threading.Thread(
+            target=self._call, args=("cancel", "cancel failed"), kwargs={"target": sid},
+            name="cancel", daemon=True,
+        ).start()  # fmt: skip
 
     def answer_permission(self, decision: str) -> None:
-        from stagecrew.orchestrator.control import ControlError
-
         request = self.state.pending_permission
         if request is None:
             return
@@ -642,15 +672,13 @@ class Chat:
         word = {"once": "allowed once", "always": "allowed for this session", "deny": "denied"}
         colour = "red" if decision == "deny" else "green"
         self.say(f"[{colour}]{word[decision]}:[/{colour}] {_esc(request.summary)}")
-        try:
-            self.client.call(
-                "permission_reply",
-                session=self.state.session,
-                request_id=request.request_id,
-                decision=decision,
-            )
-        except ControlError as exc:
-            self.say(f"[red]{_esc(str(exc))}[/red]")
+        self._call(
+            "permission_reply",
+            "the answer did not reach the agent",
+            session=self.state.session,
+            request_id=request.request_id,
+            decision=decision,
+        )
         self._invalidate()
 
     def clear(self) -> None:
@@ -661,8 +689,10 @@ class Chat:
         old = self.state.session
         if old is not None:
             self._left.add(old)
-        with self._out_lock:
-            self._end_line()
+        if self.out is not None:
+            self.out.discard()  # the screen is about to be cleared anyway
+        if self.renderer is not None:
+            self.renderer.in_text = False
         threading.Thread(target=self.end_session, args=(old,), daemon=True).start()
         clear_screen()
         self.open_session()
@@ -672,7 +702,6 @@ class Chat:
     def command(self, cmd: Command) -> bool:
         """Run a slash command; False means leave the chat."""
         from stagecrew.cli.session import SessionSetupError
-        from stagecrew.orchestrator.control import ControlError
 
         if cmd.name == "/exit":
             return False
@@ -698,20 +727,24 @@ class Chat:
             previous = self.state.model_override
             self.state.model_override = cmd.arg
             try:
-                self._prepare("")
+                prepared = self._prepare("")
             except SessionSetupError as exc:
                 self.state.model_override = previous
                 self.say(f"[red]{_esc(str(exc))}[/red]")
                 return True
-            self._refresh_model()
+            self.state.model = prepared.spec.model.model
             self.say(f"[dim]model: {_esc(self.state.model)} (for the next message)[/dim]")
+            missing = set(prepared.credentials) - self.registered_keys
+            if missing:
+                # Keys reach the gateway only at session start; see send().
+                self.say(
+                    f"[yellow]it needs {', '.join(sorted(missing))}, which this session did "
+                    "not start with: /clear starts a session that has it[/yellow]"
+                )
         elif cmd.name == "/ps":
-            try:
-                reply = self.client.call("ps", session=self.state.session)
-            except ControlError as exc:
-                self.say(f"[red]{_esc(str(exc))}[/red]")
-                return True
-            self.show_actors(reply["actors"])
+            reply = self._call("ps", "ps failed", session=self.state.session)
+            if reply is not None:
+                self.show_actors(reply["actors"])
         elif cmd.name == "/cancel":
             self.cancel()
         elif cmd.name == "/clear":
@@ -802,15 +835,17 @@ class Chat:
         return kb
 
     def _message(self) -> Any:
-        from prompt_toolkit.formatted_text import ANSI, FormattedText
+        from prompt_toolkit.formatted_text import ANSI, FormattedText, to_formatted_text
 
         label = self.state.prompt_label()
         asked = self.state.pending_permission is not None
         style = "class:asked" if asked else f"class:agent.{self.state.agent}"
         parts: list[tuple[str, str]] = []
         tail = self.out.tail if self.out is not None else ""
-        if tail:
-            parts.extend(ANSI(tail).__pt_formatted_text__())
+        # The last drawing of an accepted line stays in the scrollback: without the streaming
+        # line, which is printed for good once it is complete (else it would show twice).
+        if tail and not (self.app is not None and self.app.is_done):
+            parts.extend(to_formatted_text(ANSI(tail)))
             parts.append(("", "\n"))
         parts.append((style, label))
         return FormattedText(parts)
@@ -850,7 +885,7 @@ class Chat:
         if request is not None and line.strip():
             decision = parse_permission_answer(line)
             if decision is None:
-                self.say(f"[yellow]answer the permission question first: {PERMISSION_QUESTION}")
+                self.say(f"[yellow]answer the permission question first: {PERMISSION_QUESTION}[/]")
                 self._carry = line
             else:
                 self.answer_permission(decision)
@@ -870,12 +905,16 @@ class Chat:
     def run(self) -> int:
         """The loop: open the session, read lines until /exit or Ctrl-D, end the session."""
         from prompt_toolkit.patch_stdout import patch_stdout
+        from rich.console import Console
 
         from stagecrew.cli.render import TextRenderer
 
         with patch_stdout(raw=True):
             self.out = _TailWriter(sys.stdout, self._invalidate)
             self.renderer = TextRenderer(self.out, color=True, diffs=True)  # type: ignore[arg-type]
+            self.side = Console(
+                file=sys.stdout, highlight=False, soft_wrap=True, force_terminal=True
+            )
             session = self._session()
             self.app = session.app
             self.open_session()
