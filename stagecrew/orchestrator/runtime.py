@@ -183,7 +183,6 @@ def start_head() -> HeadRecord:
         "--disable-usage-stats",
         "--include-dashboard=false",
         f"--dashboard-port={_free_port()}",
-        f"--ray-client-server-port={_free_port()}",
         f"--num-cpus={os.cpu_count() or 1}",
     ]
     log_path = Path(temp_dir) / "start.log"
@@ -211,8 +210,8 @@ def start_head() -> HeadRecord:
         version=__version__,
     )
     if code != 0:
-        stop_head(record)
         tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
+        stop_head(record)  # removes the temp dir, so the log is read first
         raise RuntimeStartError(
             f"could not start a local Ray head (ray start exited {code}):\n{tail}"
         )
