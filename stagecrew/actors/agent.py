@@ -1,22 +1,36 @@
 """The agent loop: model call (streamed) → tool calls → tool results → again, until a stop reason.
 
 One linear message list, in the spirit of mini-swe-agent. Everything outside the loop comes in
-through three small ports — ``ModelPort`` (the gateway), ``EventSink`` (the supervisor's log)
-and ``PermissionPort`` (the person, for ``ask`` rules) — so the orchestrator can run this class
-as a Ray actor while tests run it in-process against the same scripted model server.
+through small ports — ``ModelPort`` (the gateway), ``EventSink`` (the supervisor's log),
+``PermissionPort`` (the person, for ``ask`` rules) and ``CheckpointPort`` (the session's
+checkpoint writer, also the single writer of project memory) — so the orchestrator can run
+this class as a Ray actor while tests run it in-process against the same scripted model server.
+
+Memory: the first system prompt carries project instructions and memory; before every model
+call a ``ContextManager`` (``actors/context.py``) checks how full the window is, asks for
+checkpoints as it fills and rebuilds the context from memory near the limit. The ``memory``
+and ``tasks`` tools find what they need in ``ctx.state``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from stagecrew.actors.context import (
+    DEFAULT_CONTEXT_WINDOW,
+    CheckpointPort,
+    ContextManager,
+    agent_memory_paths,
+)
+from stagecrew.actors.goal import GoalGate, GoalSpec
 from stagecrew.actors.loopdetect import Detection, Escalation, LoopDetector, StuckConfig
 from stagecrew.messages import (
     ActorRole,
@@ -35,6 +49,7 @@ from stagecrew.messages import (
     StreamError,
     StreamItem,
     StreamText,
+    TaskTreeChanged,
     ToolCall,
     ToolFinished,
     ToolStarted,
@@ -95,6 +110,18 @@ class AgentSpec(BaseModel):
     user_config_dir: str | None = None
     depth: int = 0
     max_depth: int = 2
+    # The model's context window in tokens: checkpoints and rebuilds are fractions of it.
+    # TODO(lead): fill from the configured ``models.<role>.context_window`` or litellm's
+    # model info; 128k is a safe floor for current hosted models.
+    context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, gt=0)
+    # The person's goal in their own words (checkpoint Active intent); None: ``prompt``.
+    # A resumed run sets it, since its ``prompt`` holds only what the person added.
+    goal: str | None = None
+    # Open tasks these earlier actors own are handed to this one at start (a resumed run
+    # continues the tree its predecessor built; only an owner may change a task).
+    adopt_tasks_from: list[str] = []
+    # A verified stop condition (/goal): when the model stops, the judge rules on evidence.
+    goal_spec: GoalSpec | None = None
 
 
 class AgentResult(BaseModel):
@@ -116,6 +143,12 @@ class _Stop(Exception):
         self.error = error
 
 
+def select_tools(spec: AgentSpec, all_tools: dict[str, Tool]) -> dict[str, Tool]:
+    """The tools the spec allows (``None`` or ``*``: all of them), in registry order."""
+    allowed = set(spec.tools) if spec.tools is not None and "*" not in spec.tools else None
+    return {n: t for n, t in all_tools.items() if allowed is None or n in allowed}
+
+
 class Agent:
     def __init__(
         self,
@@ -125,6 +158,8 @@ class Agent:
         *,
         tools: dict[str, Tool] | None = None,
         ask_permission: PermissionPort | None = None,
+        checkpoint: CheckpointPort | None = None,
+        goal_gate: GoalGate | None = None,
         delta_interval_s: float = 0.05,
     ) -> None:
         from stagecrew.tools.permissions import DEFAULT_RULES, PermissionChecker
@@ -133,15 +168,21 @@ class Agent:
         self.spec = spec
         self.model = model
         self.events = events
-        all_tools = tools if tools is not None else default_tools()
-        allowed = set(spec.tools) if spec.tools is not None and "*" not in spec.tools else None
-        self.tools = {n: t for n, t in all_tools.items() if allowed is None or n in allowed}
+        every_tool = tools if tools is not None else default_tools()
+        self.tools = select_tools(spec, every_tool)
+        # Tools that exist but this profile leaves out (plan mode's write tools): asking for
+        # one is a well-formed call to refuse, not a format failure.
+        self.withheld_tools = set(every_tool) - set(self.tools)
+        self.goal_gate = goal_gate
+        self.tool_schemas = [t.schema() for t in self.tools.values()]
         self.ctx = ToolContext(
             workspace=Path(spec.workspace),
             read_only=spec.read_only,
             session_dir=Path(spec.session_dir) if spec.session_dir else None,
             agent_id=spec.actor_id,
         )
+        self.checkpoint = checkpoint
+        self.context = self._setup_memory()
         # Shipped defaults first: config and profile rules after them win (last match wins).
         self.permissions = PermissionChecker(
             [*DEFAULT_RULES, *spec.permissions], ask_policy=spec.ask_policy
@@ -161,20 +202,56 @@ class Agent:
         self.cancel_reason = StopReason.CANCELLED
         self.cancel_detail = ""
 
+    def _setup_memory(self) -> ContextManager:
+        """What the ``memory`` and ``tasks`` tools expect in ``ctx.state``, and the context
+        manager that shares their index. The index opens here only when the agent has a
+        session directory (every orchestrated agent does); otherwise on first use."""
+        from stagecrew.memory.index import MemoryIndex
+        from stagecrew.tools.memory_tools import memory_index
+
+        paths = agent_memory_paths(self.spec)
+        state = self.ctx.state
+        state["memory_paths"] = paths
+        state["user_config_dir"] = str(paths.user_config_dir)
+        if self.ctx.session_dir is not None:
+            try:
+                state["memory_index"] = MemoryIndex(paths.index_db)
+            except Exception as exc:  # memory is a help, not a precondition: run without it
+                self.events.emit(
+                    Notice(
+                        actor_id=self.spec.actor_id,
+                        level="warning",
+                        text=f"memory index unavailable ({paths.index_db}): {exc}",
+                    )
+                )
+        if self.checkpoint is not None:
+            state["memory_writer"] = self.checkpoint.save_memory
+        return ContextManager.from_spec(
+            self.spec,
+            self.tool_schemas,
+            paths=paths,
+            index=lambda: memory_index(self.ctx),
+            checkpoint=self.checkpoint,
+            events=self.events,
+        )
+
     # -- public ------------------------------------------------------------------------------
 
     async def run(self) -> AgentResult:
         """Run to a stop reason. Cancellation kills every process the tools started."""
         try:
             if not self.messages:
-                self.messages = [
-                    {"role": "system", "content": self.spec.system_prompt},
-                    {"role": "user", "content": self.spec.prompt},
-                ]
+                self.messages = self.context.initial_messages(self.spec.prompt)
+            else:
+                self.messages = self.context.adopt(self.messages)
+            await self._adopt_tasks()
             while True:
                 self._check_limits()
                 await self._step()
         except _Stop as stop:
+            # The last checkpoint should land before the session (and its writer) closes.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.context.drain()
             return self._result(stop.reason, stop.summary, stop.error)
         except asyncio.CancelledError:
             self.ctx.processes.kill_all()
@@ -188,6 +265,55 @@ class Agent:
             return self._result(StopReason.ERROR, error=f"{type(exc).__name__}: {exc}")
         finally:
             self.ctx.processes.kill_all()
+            index = self.ctx.state.get("memory_index")
+            if index is not None:
+                with contextlib.suppress(Exception):
+                    index.close()
+
+    async def _adopt_tasks(self) -> None:
+        """Take over the open tasks of the actors named in ``adopt_tasks_from``."""
+        from stagecrew.memory.tasks import FINAL, TaskLedger
+
+        paths = self.context.paths
+        previous = set(self.spec.adopt_tasks_from) - {self.spec.actor_id}
+        if (
+            not previous
+            or self.spec.role != ActorRole.PRIMARY  # a subagent inherits the field, not the tree
+            or paths.session_id is None
+            or not paths.ledger.is_file()
+        ):
+            return
+
+        def adopt() -> list[str]:
+            moved = []
+            for task in TaskLedger(paths.tasks_dir).tasks():
+                if task.owner in previous and task.status not in FINAL:
+                    TaskLedger(paths.tasks_dir, task.owner).assign(task.id, self.spec.actor_id)
+                    moved.append(task.id)
+            return moved
+
+        try:
+            moved = await asyncio.to_thread(adopt)
+        except Exception as exc:  # a damaged ledger is the tasks tool's to report, not fatal
+            self.events.emit(
+                Notice(
+                    actor_id=self.spec.actor_id,
+                    level="warning",
+                    text=f"could not take over the earlier run's tasks: {exc}",
+                )
+            )
+            return
+        if moved:
+            self._emit_task_tree()
+
+    def _emit_task_tree(self) -> None:
+        from stagecrew.memory.tasks import TaskLedger
+
+        paths = self.context.paths
+        if paths.session_id is None:
+            return
+        ledger = TaskLedger(paths.tasks_dir).render_ledger()
+        self.events.emit(TaskTreeChanged(actor_id=self.spec.actor_id, ledger=ledger))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -234,7 +360,7 @@ class Agent:
                 {
                     "id": c.id,
                     "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
+                    "function": {"name": c.name, "arguments": _transcript_arguments(c.arguments)},
                 }
                 for c in calls
             ]
@@ -246,9 +372,15 @@ class Agent:
         )
         if not calls:
             self._watch_loops(self.loops.record_text(text))
+            if self.goal_gate is not None:
+                decision = await self.goal_gate.on_stop(self.messages, text)
+                if not decision.stop:
+                    self.messages.append({"role": "user", "content": decision.feedback})
+                    return
+                raise _Stop(decision.stop_reason, summary=text, error=decision.error)
             raise _Stop(StopReason.DONE, summary=text)
         detections = []
-        for call in calls:
+        for index, call in enumerate(calls):
             result = await self._run_tool(call)
             self.messages.append(
                 {"role": "tool", "tool_call_id": call.id, "content": result.content}
@@ -256,6 +388,18 @@ class Agent:
             detections.append(
                 self.loops.record_tool(call.name, call.arguments, result.content, result.is_error)
             )
+            if self.format_failures >= self.spec.max_format_failures:
+                # The answered calls keep their real results; the rest are said not to have run.
+                for skipped in calls[index + 1 :]:
+                    self.messages.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": skipped.id,
+                            "content": "[not run: too many malformed tool calls in a row]",
+                        }
+                    )
+                self._on_format_failures()
+                return
         for detection in detections:
             self._watch_loops(detection)
 
@@ -302,20 +446,24 @@ class Agent:
 
     async def _call_model(self) -> StreamDone:
         spec = self.spec
+        # Checkpoint as the window fills; near its limit the list is rebuilt from memory.
+        self.messages = await self.context.prepare(self.messages)
+        sent = list(self.messages)
         request = ModelRequest(
             session=spec.session,
             actor_id=spec.actor_id,
             role=spec.model_role,
             spec=self.active_model,
-            messages=self.messages,
-            tools=[t.schema() for t in self.tools.values()],
+            messages=sent,
+            tools=self.tool_schemas,
         )
         self.events.emit(
             ModelRequested(
                 actor_id=spec.actor_id,
                 model=self.active_model.model,
                 step=self.steps,
-                messages=len(self.messages),
+                messages=len(sent),
+                est_tokens=self.context.last_used,
             )
         )
         pending: list[str] = []
@@ -344,6 +492,7 @@ class Agent:
         if done is None:
             raise _Stop(StopReason.ERROR, error="the model stream ended without a final message")
         self.usage = self.usage + done.usage
+        self.context.observe(sent, done.usage)
         self.events.emit(
             ModelUsage(
                 actor_id=spec.actor_id,
@@ -367,7 +516,17 @@ class Agent:
         started = time.perf_counter()
         format_error: str | None = None
         result: ToolResult
-        if call.name not in self.tools:
+        withheld = call.name in self.withheld_tools
+        if withheld:
+            known = ", ".join(sorted(self.tools))
+            mode = " (read-only)" if spec.read_only else ""
+            result = ToolResult(
+                content=f"Tool '{call.name}' is not available to the {spec.profile} agent"
+                f"{mode}. Available tools: {known}",
+                is_error=True,
+                metadata={"withheld": True},
+            )
+        elif call.name not in self.tools:
             known = ", ".join(sorted(self.tools))
             format_error = f"Unknown tool '{call.name}'. Available tools: {known}"
         elif call.id in self._unreadable:
@@ -395,7 +554,7 @@ class Agent:
                 content=format_error, is_error=True, metadata={"format_error": True}
             )
             self.format_failures += 1
-        else:
+        elif not withheld:
             self.format_failures = 0
         self.events.emit(
             ToolFinished(
@@ -408,8 +567,8 @@ class Agent:
                 metadata=result.metadata,
             )
         )
-        if self.format_failures >= spec.max_format_failures:
-            self._on_format_failures()
+        if call.name == "tasks" and not result.is_error and "id" in result.metadata:
+            self._emit_task_tree()
         return result
 
     def _on_format_failures(self) -> None:
@@ -495,3 +654,16 @@ def _close_dangling_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]
                 out[j:j] = fill
             break
     return out
+
+
+def _transcript_arguments(raw: str) -> str:
+    """What the transcript keeps of a call's arguments: valid JSON, always.
+
+    The raw text stays in the event log, but providers re-parse the transcript on every
+    request (Anthropic and Gemini reject invalid JSON there), so a repaired call is stored
+    repaired and an unreadable one as ``{}`` — its tool result already says what was wrong.
+    """
+    from stagecrew.llm.repair import repair_arguments
+
+    repaired = repair_arguments(raw)
+    return json.dumps(repaired.arguments) if repaired.arguments is not None else "{}"

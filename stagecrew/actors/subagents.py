@@ -94,5 +94,6 @@ def child_spec(parent: AgentSpec, prompt: str, profile_name: str) -> AgentSpec:
             "max_steps": max_steps,
             "messages": [],
             "depth": parent.depth + 1,
+            "goal_spec": None,  # the person's goal is the parent's to meet, not each child's
         }
     )

@@ -32,6 +32,11 @@ class OutputFormat(enum.StrEnum):
     stream_json = "stream-json"
 
 
+class MaxPolicyOption(enum.StrEnum):
+    best = "best"
+    first_pass = "first-pass"
+
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -99,9 +104,42 @@ def run(
     cwd: Annotated[
         Path | None, typer.Option(help="Workspace directory (default: the current one).")
     ] = None,
+    goal: Annotated[
+        str | None,
+        typer.Option(
+            "--goal",
+            help="Stop only when an independent judge confirms this condition "
+            "(verify_commands run first and overrule it).",
+        ),
+    ] = None,
+    max_candidates: Annotated[
+        int | None,
+        typer.Option(
+            "--max",
+            min=1,
+            max=64,
+            help="Max Mode: N candidates in parallel git worktrees; the best verified patch "
+            "is applied to your tree.",
+        ),
+    ] = None,
+    max_policy: Annotated[
+        MaxPolicyOption,
+        typer.Option(
+            "--max-policy",
+            help="best: wait for every candidate and rank; first-pass: take the first one "
+            "that passes verification and cancel the rest.",
+        ),
+    ] = MaxPolicyOption.best,
+    continue_: Annotated[
+        bool,
+        typer.Option(
+            "--continue",
+            help="Continue this project's latest session with PROMPT as your next message.",
+        ),
+    ] = False,
 ) -> None:
     """Run one task headless and exit 0 only if it ends in success."""
-    from stagecrew.cli.runner import run_session
+    from stagecrew.cli.runner import resume_session, run_session
 
     flags = {
         "models.primary.model": model,
@@ -111,8 +149,86 @@ def run(
         "ask_policy": permission_mode,
         "runtime.address": address,
     }
-    code = run_session(prompt, flags, output_format.value, background=background, cwd=cwd)
+    if continue_:
+        if goal is not None or max_candidates is not None:
+            raise _err("--continue cannot be combined with --goal or --max")
+        code = resume_session(
+            None, prompt, flags, output_format.value, background=background, cwd=cwd
+        )
+        raise typer.Exit(code)
+    code = run_session(
+        prompt,
+        flags,
+        output_format.value,
+        background=background,
+        cwd=cwd,
+        goal=goal,
+        max_candidates=max_candidates,
+        max_policy=max_policy.value,
+    )
     raise typer.Exit(code)
+
+
+@app.command()
+def resume(
+    session: Annotated[
+        str | None, typer.Argument(help="Session id (default: this project's latest session).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="litellm model string for the primary role.")
+    ] = None,
+    api_base: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint for the primary model.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many model turns.")] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="Agent profile (default: the one the session used).")
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--output-format", help="text, json or stream-json.")
+    ] = OutputFormat.text,
+    background: Annotated[
+        bool,
+        typer.Option("--background", help="Print the session id and return; the work goes on."),
+    ] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS, else a local head).")
+    ] = None,
+    cwd: Annotated[
+        Path | None, typer.Option(help="Workspace directory (default: the current one).")
+    ] = None,
+) -> None:
+    """Continue a stopped session (crashed, killed, cancelled or done) where it left off.
+
+    The context is rebuilt from its event log and memory files; its task tree is kept."""
+    from stagecrew.cli.runner import resume_session
+
+    flags = {
+        "models.primary.model": model,
+        "models.primary.api_base": api_base,
+        "limits.max_steps": max_steps,
+        "agent": agent,
+        "runtime.address": address,
+    }
+    raise typer.Exit(
+        resume_session(session, None, flags, output_format.value, background=background, cwd=cwd)
+    )
+
+
+@app.command()
+def tasks(
+    session: Annotated[
+        str | None, typer.Argument(help="Session id (default: this project's latest session).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    cwd: Annotated[
+        Path | None, typer.Option(help="Workspace directory (default: the current one).")
+    ] = None,
+) -> None:
+    """A session's task tree (T1, T1.1 …) with each task's status."""
+    from stagecrew.cli.runner import show_tasks
+
+    raise typer.Exit(show_tasks(session, as_json, cwd=cwd))
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stagecrew.config import ConfigError, find_project_root, load_config
-from stagecrew.messages import Envelope, PermissionRequest, SessionFinished
+from stagecrew.messages import Envelope, ModelRole, PermissionRequest, SessionFinished
 from stagecrew.orchestrator.control import ControlClient, ControlError
 from stagecrew.orchestrator.eventlog import read_events, session_dir
 
@@ -21,11 +22,13 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _connect(address: str | None) -> ControlClient:
+def _connect(address: str | None, pool_size: int = 2) -> ControlClient:
     from stagecrew.orchestrator.runtime import connect
 
     return connect(
-        address, on_start=lambda: _say("starting a local Ray head (first use; about 10 s)…")
+        address,
+        pool_size=pool_size,
+        on_start=lambda: _say("starting a local Ray head (first use; about 10 s)…"),
     )
 
 
@@ -36,29 +39,51 @@ def run_session(
     *,
     background: bool = False,
     cwd: Path | None = None,
+    goal: str | None = None,
+    max_candidates: int | None = None,
+    max_policy: str = "best",
 ) -> int:
-    from stagecrew.cli.session import SessionSetupError, prepare_session
+    from stagecrew.cli.session import SessionSetupError, credentials_for, prepare_session
     from stagecrew.orchestrator.runtime import RuntimeStartError
 
     workspace = find_project_root(cwd or Path.cwd())
+    extra: dict[str, Any] = {}
     try:
         config = load_config(workspace, flags=flags)
         if config.ask_policy == "ask" and not sys.stdin.isatty():
             # Nobody can answer a prompt: `ask` rules are refused unless a flag says otherwise.
             config = config.model_copy(update={"ask_policy": "deny"})
         prepared = prepare_session(config, prompt, workspace)
+        spec = prepared.spec
+        credentials = dict(prepared.credentials)
+        roles: list[ModelRole] = []
+        if goal is not None:
+            spec = _with_goal(spec, goal, config)
+            roles.append(ModelRole.JUDGE)
+        if max_candidates is not None:
+            from stagecrew.orchestrator.maxmode import MaxModeSpec
+
+            max_spec = MaxModeSpec(
+                n=max_candidates, policy=max_policy, verify_commands=config.verify_commands
+            )
+            extra["max"] = max_spec.model_dump(mode="json")
+            roles += [ModelRole.CANDIDATE, ModelRole.JUDGE]
+        # The judge and the candidates may use other providers than the primary model.
+        needed = [(r.value, config.models.for_role(r).wire()) for r in dict.fromkeys(roles)]
+        credentials.update(credentials_for(needed, dict(os.environ)))
     except (ConfigError, SessionSetupError) as exc:
         _say(str(exc))
         return EXIT_USAGE
     try:
-        client = _connect(config.runtime.address)
+        client = _connect(config.runtime.address, config.runtime.pool_size)
         reply = client.call(
-            "start_session",
+            "start_max_session" if "max" in extra else "start_session",
             timeout=60,
-            spec=prepared.spec.model_dump(mode="json"),
-            credentials=prepared.credentials,
+            spec=spec.model_dump(mode="json"),
+            credentials=credentials,
             config=config.public_dict(),
             limits=config.limits.session_limits(),
+            **extra,
         )
     except (ControlError, RuntimeStartError) as exc:
         _say(str(exc))
@@ -74,6 +99,30 @@ def run_session(
     return follow_session(
         client, sid, log_path, output_format, interactive_permissions=sys.stdin.isatty()
     )
+
+
+def _with_goal(spec: Any, condition: str, config: Any) -> Any:
+    """``--goal``: the spec with a ``GoalSpec`` built from the condition and the configured
+    verification commands (the chat's ``/goal CONDITION`` does the same)."""
+    from stagecrew.actors.goal import GoalUnavailableError, goal_spec_from_config, with_goal
+    from stagecrew.cli.session import SessionSetupError
+
+    if not condition.strip():
+        raise SessionSetupError("--goal needs a condition, e.g. --goal 'all tests pass'")
+    try:
+        return with_goal(spec, goal_spec_from_config(condition, config))
+    except GoalUnavailableError as exc:
+        raise SessionSetupError(f"--goal: {exc}") from exc
+
+
+def _max_mode_report(log_path: Path) -> dict[str, Any] | None:
+    """The Max Mode outcome the coordinator wrote next to the log, for the json result."""
+    from stagecrew.orchestrator.maxmode import REPORT_FILE
+
+    try:
+        return json.loads((log_path.parent / REPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def follow_session(
@@ -116,7 +165,11 @@ def follow_session(
     except ControlError as exc:
         _say(str(exc))
     if output_format == "json":
-        print(json.dumps(result_object(sid, finished, log_path)))
+        result = result_object(sid, finished, log_path)
+        report = _max_mode_report(log_path)
+        if report is not None:
+            result["max_mode"] = report
+        print(json.dumps(result))
     elif output_format == "text":
         _say(f"session log: {log_path}")
     if finished is None:
@@ -229,4 +282,148 @@ def cancel_target(target: str, kill: bool) -> int:
         return EXIT_FAILED
     verb = "killed" if kill else "cancelling"
     print(f"{verb}: {', '.join(reply['cancelled']) or 'nothing running'}")
+    return EXIT_OK
+
+
+# -- resume and the task tree -----------------------------------------------------------------
+
+
+def latest_session(workspace: Path) -> str | None:
+    """The project's most recently active session: the newest ``events.jsonl``."""
+    root = workspace / ".stagecrew" / "state" / "sessions"
+    logs = list(root.glob("*/events.jsonl")) if root.is_dir() else []
+    if not logs:
+        return None
+    return max(logs, key=lambda p: p.stat().st_mtime).parent.name
+
+
+def resume_session(
+    sid: str | None,
+    prompt: str | None,
+    flags: dict[str, Any],
+    output_format: str,
+    *,
+    background: bool = False,
+    cwd: Path | None = None,
+) -> int:
+    """``crew resume [ID]`` and ``crew run --continue PROMPT``: a new run of the session.
+
+    The transcript comes back from the event log (``history_from_events``), the person's new
+    words (if any) are appended, and the context is rebuilt from the session's memory files
+    (``resume_context``: checkpoint, task ledger, notes, archive) exactly as the agent rebuilds
+    it near its limit. The run is started with the same session id, so the supervisor appends
+    to the same ``events.jsonl``; the new actor adopts the open tasks of the earlier ones.
+    """
+    from stagecrew.actors.context import history_from_events, resume_context
+    from stagecrew.cli.session import SessionSetupError, credentials_for, prepare_session
+    from stagecrew.messages import ModelRole
+    from stagecrew.orchestrator.runtime import RuntimeStartError
+
+    workspace = find_project_root(cwd or Path.cwd())
+    sid = sid or latest_session(workspace)
+    if sid is None:
+        _say(f"no session to continue in {workspace} (crew run starts one)")
+        return EXIT_USAGE
+    log_path = session_dir(workspace, sid) / "events.jsonl"
+    history = history_from_events(read_events(log_path))
+    if not history.last_seq:
+        _say(f"no session '{sid}' here (run crew resume from the session's project directory)")
+        return EXIT_USAGE
+    try:
+        config = load_config(workspace, flags=flags)
+        if config.ask_policy == "ask" and not sys.stdin.isatty():
+            config = config.model_copy(update={"ask_policy": "deny"})
+        profile = flags.get("agent") or history.profile
+        prepared = prepare_session(config, prompt or "", workspace, agent=profile, session_id=sid)
+    except (ConfigError, SessionSetupError) as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    credentials = dict(prepared.credentials)
+    # The checkpoint writer may use another provider; without its key it still writes (the
+    # deterministic fallback), so a missing key is not a reason to refuse the resume.
+    with contextlib.suppress(SessionSetupError):
+        checkpoint_model = config.models.for_role(ModelRole.CHECKPOINT).wire()
+        credentials.update(credentials_for([("checkpoint", checkpoint_model)], dict(os.environ)))
+    try:
+        client = _connect(config.runtime.address)
+        try:
+            info = client.call("session_info", session=sid)
+        except ControlError:  # not known to this supervisor (it restarted): not running
+            info = {"finished": True}
+        if not info.get("finished", True):
+            _say(f"session {sid} is still running (crew attach {sid}, or crew cancel {sid})")
+            return EXIT_USAGE
+        spec = prepared.spec
+        messages = [{"role": "system", "content": spec.system_prompt}, *history.messages]
+        person = list(history.person_messages)
+        if prompt:
+            messages.append({"role": "user", "content": prompt})
+            person.append(prompt)
+        spec = spec.model_copy(
+            update={
+                "actor_id": f"{sid}-r{len(history.primaries)}",
+                "messages": messages,
+                "goal": "\n\n".join(p for p in person if p.strip()) or None,
+                "adopt_tasks_from": history.primaries,
+                "session_dir": str(session_dir(workspace, sid)),
+            }
+        )
+        rebuilt, report = resume_context(spec)
+        spec = spec.model_copy(update={"messages": rebuilt})
+        _say(
+            f"resuming session {sid}: {len(history.messages)} messages from its log, "
+            f"context rebuilt from memory ({report.before:,} → {report.after:,} tokens)"
+        )
+        client.call(
+            "start_session",
+            timeout=60,
+            spec=spec.model_dump(mode="json"),
+            credentials=credentials,
+            config=config.public_dict(),
+            limits=config.limits.session_limits(),
+        )
+    except (ControlError, RuntimeStartError) as exc:
+        _say(str(exc))
+        return EXIT_FAILED
+    if background:
+        if output_format == "json":
+            print(json.dumps({"session_id": sid, "log": str(log_path)}))
+        else:
+            print(sid)
+        return EXIT_OK
+    return follow_session(
+        client,
+        sid,
+        log_path,
+        output_format,
+        after_seq=history.last_seq,
+        interactive_permissions=sys.stdin.isatty(),
+    )
+
+
+def show_tasks(sid: str | None, as_json: bool, cwd: Path | None = None) -> int:
+    """``crew tasks [ID]``: the session's task ledger as the agents left it (read from disk,
+    so it works while the session runs, after it ended, and without a Ray head)."""
+    from stagecrew.memory.tasks import TaskError, TaskLedger
+
+    workspace = find_project_root(cwd or Path.cwd())
+    sid = sid or latest_session(workspace)
+    if sid is None:
+        _say(f"no sessions in {workspace}")
+        return EXIT_USAGE
+    sdir = session_dir(workspace, sid)
+    if not sdir.is_dir():
+        _say(f"no session '{sid}' here (run crew tasks from the session's project directory)")
+        return EXIT_USAGE
+    ledger = TaskLedger(sdir / "tasks")
+    try:
+        if as_json:
+            tasks = [t.to_json() for t in ledger.tasks()]
+            print(json.dumps({"session": sid, "tasks": tasks}))
+        else:
+            print(f"session {sid}")
+            print(ledger.render_ledger())
+    except TaskError as exc:
+        _say(str(exc))
+        return EXIT_FAILED
     return EXIT_OK

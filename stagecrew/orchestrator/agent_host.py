@@ -22,6 +22,7 @@ from stagecrew.messages import (
     Heartbeat,
     Message,
     ModelRequest,
+    ModelRole,
     PermissionRequest,
     StopReason,
     StreamItem,
@@ -121,6 +122,46 @@ class RaySubagentPort:
                 await self.supervisor.cancel.remote(actor_id)
 
 
+class RayCheckpointPort:
+    """The session's checkpoint-writer service as the agent's ``CheckpointPort``.
+
+    The service actor is asked for on first use, not at start: most runs never fill 40 % of
+    their window nor save to project memory, and a process start on the way to the first
+    model request would cost more than the whole request.
+    """
+
+    def __init__(self, supervisor: Any, spec: AgentSpec) -> None:
+        self.supervisor = supervisor
+        self.session = spec.session
+        self.model = spec.role_models.get(ModelRole.CHECKPOINT.value, spec.model)
+        self._handle: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _service(self) -> Any:
+        async with self._lock:
+            if self._handle is None:
+                self._handle = await self.supervisor.service.remote(
+                    self.session, "checkpoint", self.model
+                )
+            return self._handle
+
+    async def request(self, reason: str, new_messages: list[dict[str, Any]], goal: str) -> None:
+        handle = await self._service()
+        await handle.request.remote(reason, new_messages, goal)
+
+    async def save_memory(self, section: str, text: str) -> str:
+        handle = await self._service()
+        reply = await handle.save_memory.remote(section, text)
+        if not reply.get("ok"):
+            raise ValueError(reply.get("error") or "project memory refused the entry")
+        return str(reply["message"])
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        if self._handle is None:
+            return True
+        return bool(await self._handle.wait_idle.remote(timeout_s))
+
+
 class AgentHost:
     def __init__(self) -> None:
         restore_process_env()
@@ -142,7 +183,23 @@ class AgentHost:
         async def ask(request: PermissionRequest) -> str:
             return await supervisor.await_permission.remote(spec.session, request.request_id)
 
-        self.agent = Agent(spec, RayModelPort(gateway), outbox, ask_permission=ask)
+        goal_gate = None
+        if spec.goal_spec is not None:
+            from stagecrew.actors.goal import GoalGate
+            from stagecrew.orchestrator.judge_host import RayJudgePort
+
+            judge_model = spec.role_models.get("judge", spec.model)
+            judge = await supervisor.service.remote(spec.session, "judge", judge_model)
+            port = RayJudgePort(judge, workspace=spec.workspace)
+            goal_gate = GoalGate(spec.goal_spec, port, outbox, actor_id=spec.actor_id)
+        self.agent = Agent(
+            spec,
+            RayModelPort(gateway),
+            outbox,
+            ask_permission=ask,
+            checkpoint=RayCheckpointPort(supervisor, spec),
+            goal_gate=goal_gate,
+        )
         self.agent.ctx.state["subagents"] = RaySubagentPort(supervisor, spec)
         self._task = asyncio.create_task(self.agent.run())
         beat = asyncio.create_task(self._heartbeat(outbox, spec.actor_id, heartbeat_s))

@@ -450,6 +450,7 @@ class Supervisor:
                 profile=spec.profile,
                 model=spec.model.model,
                 config=config,
+                goal=spec.goal_spec.condition if spec.goal_spec else None,
             ),
         )
         await self.gateway.register_credentials.remote(sid, credentials)
@@ -562,12 +563,23 @@ class Supervisor:
         elif base.system_prompt:
             messages.insert(0, {"role": "system", "content": base.system_prompt})
         messages.append({"role": "user", "content": text})
+        said = [
+            m["content"]
+            for m in messages
+            if m.get("role") == "user"
+            and isinstance(m.get("content"), str)
+            and not m["content"].startswith("[stagecrew")
+        ]
         run_spec = base.model_copy(
             update={
                 "actor_id": actor_id,
                 "prompt": text,
                 "messages": messages,
                 "session": sid,
+                # The person's words so far are the checkpoint's Active intent, and this run
+                # carries on the task tree the previous turn built.
+                "goal": "\n\n".join(said),
+                "adopt_tasks_from": [a for a in [session.primary] if a],
                 "session_dir": str(session_dir(session.workspace, sid)),
             }
         )

@@ -11,6 +11,7 @@ from typing import Any
 from stagecrew.tools.base import Tool
 from stagecrew.tools.files import ApplyPatch, Edit, Glob, Ls, Read, Write
 from stagecrew.tools.git_tool import Git
+from stagecrew.tools.memory_tools import MemoryTool, TasksTool
 from stagecrew.tools.search import Grep
 from stagecrew.tools.shell import Bash, BashOutput, KillShell
 from stagecrew.tools.task import Task, TaskResultTool
@@ -31,6 +32,8 @@ _DEFAULT_CLASSES: tuple[type[Tool], ...] = (
     Git,
     WebFetch,
     Todo,
+    MemoryTool,
+    TasksTool,
     Task,
     TaskResultTool,
 )

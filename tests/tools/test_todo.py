@@ -69,11 +69,27 @@ def test_default_tools_and_flags() -> None:
         "git",
         "webfetch",
         "todo",
+        "memory",
+        "tasks",
+        "task",
+        "task_result",
     ]
     read_only = {n for n, t in TOOLS.items() if t.read_only}
-    assert read_only == {"read", "ls", "glob", "grep", "webfetch", "todo", "bash_output"}
-    assert {n for n, t in TOOLS.items() if t.sandboxable} == {"bash", "git"}
-    assert set(plan_mode_tools(TOOLS)) == read_only | {"bash", "git"}
+    assert read_only == {
+        "read",
+        "ls",
+        "glob",
+        "grep",
+        "webfetch",
+        "todo",
+        "bash_output",
+        "memory",
+        "tasks",
+        "task_result",
+    }
+    # bash sandboxes itself, git refuses its writing actions, task makes read-only children.
+    assert {n for n, t in TOOLS.items() if t.sandboxable} == {"bash", "git", "task"}
+    assert set(plan_mode_tools(TOOLS)) == read_only | {"bash", "git", "task"}
     assert default_tools() is not TOOLS  # fresh dict each call
 
 
