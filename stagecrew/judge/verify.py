@@ -137,7 +137,9 @@ def _bwrap_argv(workspace: Path, command: str, shell: str, git_dirs: list[Path])
     argv = [exe, *_BWRAP_BASE]
     # --tmpfs /tmp hides a workspace that lives under /tmp (pytest's tmp_path does): bind it
     # back, read-only, on top of the tmpfs, with any git directories it depends on.
-    for path in [workspace, *git_dirs]:
+    from stagecrew.tools.sandbox import hidden_runtime_paths
+
+    for path in [*hidden_runtime_paths(), workspace, *git_dirs]:
         argv += ["--ro-bind", str(path), str(path)]
     argv += ["--unshare-net", "--die-with-parent", "--new-session"]
     if _probe_bwrap()[1]:

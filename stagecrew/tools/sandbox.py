@@ -104,6 +104,26 @@ def _probe() -> bool:
     return proc.returncode == 0
 
 
+def hidden_runtime_paths(masked: tuple[str, ...] = ("/tmp", "/run")) -> list[Path]:
+    """This Python's prefixes and the PATH directories that the sandbox's private /tmp and
+    /run would hide (a virtualenv created under /tmp, say): bound back read-only, so the
+    interpreter and the person's tools stay reachable inside the sandbox."""
+    import sys
+
+    candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent]
+    candidates += [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    out: list[Path] = []
+    for path in candidates:
+        try:
+            real = path.resolve()
+        except OSError:
+            continue
+        hidden = any(str(real) == m or str(real).startswith(m + "/") for m in masked)
+        if hidden and real.exists() and real not in out:
+            out.append(real)
+    return out
+
+
 def bwrap_argv(command: str, workspace: Path, cwd: Path) -> list[str]:
     """The argv that runs ``bash -c command`` read-only under bubblewrap, in ``cwd``."""
     bwrap = _bwrap() or "bwrap"
@@ -119,7 +139,7 @@ def bwrap_argv(command: str, workspace: Path, cwd: Path) -> list[str]:
     ]  # fmt: skip
     # The tmpfs mounts above would hide a workspace living under /tmp (pytest's tmp_path, say):
     # bind it back, read-only, on top.
-    for path in _unique([workspace, cwd]):
+    for path in _unique([*hidden_runtime_paths(), workspace, cwd]):
         if path != Path("/") and path.exists():
             argv += ["--ro-bind", str(path), str(path)]
     argv += [

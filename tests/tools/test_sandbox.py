@@ -423,3 +423,25 @@ def test_refusal_carries_the_part(fallback: None) -> None:
         check_readonly_command("ls && sed -i s/a/b/ f")
     assert info.value.part == "sed -i s/a/b/ f"
     assert info.value.detail == "'sed -i' can modify files"
+
+
+@pytest.mark.skipif(not sandbox.sandbox_available(), reason="bubblewrap is not usable here")
+def test_tools_under_tmp_stay_reachable_in_the_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox's private /tmp must not hide a virtualenv or tool directory that lives
+    under /tmp (a checkout in /tmp with its .venv, say): they are bound back read-only."""
+    assert str(tmp_path).startswith("/tmp/")
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    tool = bindir / "hello-from-tmp"
+    tool.write_text("#!/bin/sh\necho reachable\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    argv = sandbox.bwrap_argv("hello-from-tmp && touch x", workspace, workspace)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert "reachable" in proc.stdout
+    assert proc.returncode != 0 and not (workspace / "x").exists()  # still read-only
+    assert not (bindir / "x").exists()
