@@ -13,12 +13,10 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import follow, git
+from conftest import crew, git
 
-from stagecrew.cli.session import prepare_session
-from stagecrew.config import load_config
 from stagecrew.messages import ActorStarted, Notice, SessionFinished, ToolFinished
-from stagecrew.orchestrator import runtime
+from stagecrew.orchestrator.eventlog import read_events
 from stagecrew.testing.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.ray
@@ -75,19 +73,20 @@ def test_work_on_a_node_without_the_repository_returns_a_patch(
         (git_repo / ".stagecrew").mkdir()
         cfg = {"models": {"primary": {"model": "openai/far", "api_base": llm.base_url}}}
         (git_repo / ".stagecrew" / "config.json").write_text(json.dumps(cfg))
-        config = load_config(git_repo, flags={})
-        prepared = prepare_session(config, "Finish the notes.", git_repo)
-        client = runtime.connect(address)
-        reply = client.call(
-            "start_session",
-            timeout=120,
-            spec=prepared.spec.model_dump(mode="json"),
-            credentials={},
-            config={},
-            placement={"resource": "far_node"},
+        proc = crew(
+            "run",
+            "Finish the notes.",
+            "--address",
+            address,
+            "--node-resource",
+            "far_node",
+            "--output-format",
+            "json",
+            cwd=git_repo,
+            timeout=240,
         )
-        sid = reply["session"]
-        events = follow(client, sid, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        events = list(read_events(Path(json.loads(proc.stdout)["log"])))
 
     finished = next(e.body for e in events if isinstance(e.body, SessionFinished))
     assert finished.stop_reason == "done", finished

@@ -130,6 +130,14 @@ def run(
             "that passes verification and cancel the rest.",
         ),
     ] = MaxPolicyOption.best,
+    node_resource: Annotated[
+        str | None,
+        typer.Option(
+            "--node-resource",
+            help="On a cluster: run the agent on a node with this Ray resource; the repository "
+            "is shipped there and the result comes back as a patch.",
+        ),
+    ] = None,
     continue_: Annotated[
         bool,
         typer.Option(
@@ -149,6 +157,8 @@ def run(
         "ask_policy": permission_mode,
         "runtime.address": address,
     }
+    if node_resource and max_candidates is not None:
+        raise _err("--node-resource places one agent; Max Mode places its own candidates")
     if continue_:
         if goal is not None or max_candidates is not None:
             raise _err("--continue cannot be combined with --goal or --max")
@@ -165,6 +175,7 @@ def run(
         goal=goal,
         max_candidates=max_candidates,
         max_policy=max_policy.value,
+        node_resource=node_resource,
     )
     raise typer.Exit(code)
 
@@ -299,6 +310,11 @@ def kill(target: Annotated[str, typer.Argument(help="A session id or an actor id
 
 
 def main() -> None:
+    # A process started in the background inherits SIGINT as ignored, and Python then leaves
+    # it ignored; Ctrl-C (cancel a run, detach from attach) must work however crew started.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app()
     except KeyboardInterrupt:

@@ -42,12 +42,15 @@ def run_session(
     goal: str | None = None,
     max_candidates: int | None = None,
     max_policy: str = "best",
+    node_resource: str | None = None,
 ) -> int:
     from stagecrew.cli.session import SessionSetupError, credentials_for, prepare_session
     from stagecrew.orchestrator.runtime import RuntimeStartError
 
     workspace = find_project_root(cwd or Path.cwd())
     extra: dict[str, Any] = {}
+    if node_resource:
+        extra["placement"] = {"resource": node_resource}
     try:
         config = load_config(workspace, flags=flags)
         if config.ask_policy == "ask" and not sys.stdin.isatty():

@@ -16,6 +16,26 @@ from pathlib import Path
 from stagecrew.messages import Envelope
 
 REDACTED = "[REDACTED]"
+STATE_IGNORE = "# Written by stagecrew: session state (logs, worktrees) is not project files.\n*\n"
+
+
+def ensure_state_ignored(workspace: Path | str) -> None:
+    """Make git ignore ``.stagecrew/state/`` (a self-ignoring ``.gitignore`` inside it).
+
+    Without it the session's own event log, checkpoints and Max Mode worktrees are untracked
+    files of the person's repository: they would appear in ``git status`` and in the judge's
+    diff as "changes", be copied into every candidate's baseline and captured by rewind
+    snapshots. An existing file is left alone.
+    """
+    state = Path(workspace) / ".stagecrew" / "state"
+    marker = state / ".gitignore"
+    if marker.exists():
+        return
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        marker.write_text(STATE_IGNORE, encoding="utf-8")
+    except OSError:
+        pass
 
 
 def session_dir(workspace: Path | str, session: str) -> Path:

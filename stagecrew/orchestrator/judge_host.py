@@ -37,25 +37,7 @@ from stagecrew.messages import (
     StreamDone,
     StreamError,
 )
-
-STATE_IGNORE = "# Written by stagecrew: session state (logs, worktrees) is not project files.\n*\n"
-
-
-def ensure_state_ignored(workspace: Path | str) -> None:
-    """Make git ignore ``.stagecrew/state/`` (a self-ignoring ``.gitignore`` inside it).
-
-    Without it the session's own event log, checkpoints and Max Mode worktrees are untracked
-    files of the person's repository: they would appear in the judge's diff as "changes", be
-    copied into every candidate's baseline, be captured by rewind snapshots, and a worktree root
-    inside the tree is refused outright by ``WorktreeManager``. An existing file is left alone.
-    """
-    state = Path(workspace) / ".stagecrew" / "state"
-    marker = state / ".gitignore"
-    if marker.exists():
-        return
-    with contextlib.suppress(OSError):
-        state.mkdir(parents=True, exist_ok=True)
-        marker.write_text(STATE_IGNORE, encoding="utf-8")
+from stagecrew.orchestrator.eventlog import ensure_state_ignored
 
 
 class JudgeModelError(RuntimeError):

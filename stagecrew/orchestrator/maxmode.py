@@ -322,7 +322,7 @@ class MaxModeRun:
             await self._finish(result, reason, summary, error)
 
     async def _run(self, result: MaxModeResult) -> tuple[StopReason, str, str | None]:
-        from stagecrew.orchestrator.judge_host import ensure_state_ignored
+        from stagecrew.orchestrator.eventlog import ensure_state_ignored
 
         await asyncio.to_thread(ensure_state_ignored, self.workspace)
         root = self.workspace / ".stagecrew" / "state" / "worktrees" / self.sid
@@ -409,7 +409,7 @@ class MaxModeRun:
         )
 
     def _create_worktree(self, slot: _Slot) -> None:
-        from stagecrew.orchestrator.judge_host import ensure_state_ignored
+        from stagecrew.orchestrator.eventlog import ensure_state_ignored
 
         assert self.mgr is not None
         # The person may run crew from a subdirectory of the repository: candidates work in

@@ -46,7 +46,12 @@ from stagecrew.messages import (
     TurnFinished,
     UserInput,
 )
-from stagecrew.orchestrator.eventlog import EventLog, read_events, session_dir
+from stagecrew.orchestrator.eventlog import (
+    EventLog,
+    ensure_state_ignored,
+    read_events,
+    session_dir,
+)
 from stagecrew.orchestrator.procs import kill_actor_processes
 
 CANCEL_GRACE_S = 3.0
@@ -427,6 +432,7 @@ class Supervisor:
         if sid in self.sessions and not self.sessions[sid].finished:
             raise ValueError(f"session {sid} is already running")
         sdir = session_dir(spec.workspace, sid)
+        ensure_state_ignored(spec.workspace)
         spec = spec.model_copy(update={"session_dir": str(sdir)})
         log = EventLog(sdir / "events.jsonl", secrets=list(credentials.values()))
         session = SessionRuntime(
