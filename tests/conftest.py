@@ -37,6 +37,39 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """After the whole run, no process started by the tests may be left (zombies aside).
+
+    Session fixtures set up later (the Ray head) are torn down before this one, so whatever
+    is still a descendant of pytest at the end was leaked by a test."""
+    import time as _time
+
+    import psutil
+
+    yield
+    me = psutil.Process()
+    deadline = _time.monotonic() + 15
+
+    def alive() -> list[tuple[int, str]]:
+        found = []
+        for proc in me.children(recursive=True):
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append((proc.pid, " ".join(proc.cmdline())[:120]))
+            except psutil.Error:
+                continue
+        return found
+
+    while True:
+        left = alive()
+        if not left or _time.monotonic() > deadline:
+            break
+        _time.sleep(0.2)
+    described = left
+    assert not left, f"processes left behind by the test run: {described}"
+
+
 @pytest.fixture
 def git_repo(tmp_path: Path) -> Path:
     """A real git repository with one commit, as a workspace."""

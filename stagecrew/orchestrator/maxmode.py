@@ -170,26 +170,10 @@ async def _open_session(
     """``Supervisor.start_session`` without starting a primary agent: the coordinator is the
     session's primary, so the supervisor's own end-of-primary handling never fires and the
     coordinator ends the session itself."""
-    from stagecrew.orchestrator.eventlog import EventLog, session_dir
-    from stagecrew.orchestrator.supervisor import ActorRecord, SessionLimits, SessionRuntime
+    from stagecrew.orchestrator.supervisor import ActorRecord
 
-    sid = spec.session
-    if sid in sup.sessions and not sup.sessions[sid].finished:
-        raise ValueError(f"session {sid} is already running")
-    sdir = session_dir(spec.workspace, sid)
-    spec = spec.model_copy(update={"session_dir": str(sdir)})
-    log = EventLog(sdir / "events.jsonl", secrets=list(credentials.values()))
-    session = SessionRuntime(
-        session=sid,
-        workspace=spec.workspace,
-        log=log,
-        first_seq=log.seq + 1,
-        prompt=spec.prompt,
-        spec=spec,
-        limits=SessionLimits(limits),
-    )
-    sup.sessions[sid] = session
-    sup._index_session(sid, spec.workspace)
+    session, spec = sup.open_session(spec, credentials, limits=limits)
+    sid = session.session
     models = [m.model for m in _candidate_models(spec, max_spec)]
     public = max_spec.model_dump(mode="json", exclude={"candidate_models", "judge_model"})
     public["candidate_models"] = models

@@ -311,30 +311,20 @@ class Supervisor:
                 if record.state.terminal:
                     continue
                 record.state = ActorState.FAILED
-                self._append_nowait(
+                self._log_now(
                     session,
-                    Envelope(
-                        session=sid,
-                        sender="supervisor",
-                        recipient="*",
-                        body=ActorFailed(
-                            actor_id=record.actor_id,
-                            error="died with the supervisor (it restarted)",
-                            cause="supervisor_restart",
-                        ),
+                    ActorFailed(
+                        actor_id=record.actor_id,
+                        error="died with the supervisor (it restarted)",
+                        cause="supervisor_restart",
                     ),
                 )
-            self._append_nowait(
+            self._log_now(
                 session,
-                Envelope(
-                    session=sid,
-                    sender="supervisor",
-                    recipient="*",
-                    body=SessionFinished(
-                        stop_reason=StopReason.ERROR,
-                        error=f"the supervisor restarted while this session ran; "
-                        f"`crew resume {sid}` continues it",
-                    ),
+                SessionFinished(
+                    stop_reason=StopReason.ERROR,
+                    error=f"the supervisor restarted while this session ran; "
+                    f"`crew resume {sid}` continues it",
                 ),
             )
             session.finished = True
@@ -391,13 +381,17 @@ class Supervisor:
         async with session.changed:
             session.changed.notify_all()
 
-    async def _emit(
-        self, session: SessionRuntime, body: Message, sender: str = "supervisor"
-    ) -> None:
+    def _log_now(self, session: SessionRuntime, body: Message, sender: str = "supervisor") -> None:
+        """Log one of the supervisor's own messages (no followers to wake: see ``_emit``)."""
         self._track(body)
         self._append_nowait(
             session, Envelope(session=session.session, sender=sender, recipient="*", body=body)
         )
+
+    async def _emit(
+        self, session: SessionRuntime, body: Message, sender: str = "supervisor"
+    ) -> None:
+        self._log_now(session, body, sender)
         await self._notify(session)
 
     def _track(self, body: Message) -> None:
@@ -419,15 +413,16 @@ class Supervisor:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    async def start_session(
+    def open_session(
         self,
         spec: AgentSpec,
         credentials: dict[str, str],
-        config: dict[str, Any],
+        *,
         interactive: bool = False,
         limits: dict[str, Any] | None = None,
-        placement: dict[str, Any] | None = None,
-    ) -> str:
+    ) -> tuple[SessionRuntime, AgentSpec]:
+        """Register a session and open its log (no agent yet); Max Mode opens its sessions
+        here too, with its coordinator as the primary."""
         sid = spec.session
         if sid in self.sessions and not self.sessions[sid].finished:
             raise ValueError(f"session {sid} is already running")
@@ -448,6 +443,19 @@ class Supervisor:
         )
         self.sessions[sid] = session
         self._index_session(sid, spec.workspace)
+        return session, spec
+
+    async def start_session(
+        self,
+        spec: AgentSpec,
+        credentials: dict[str, str],
+        config: dict[str, Any],
+        interactive: bool = False,
+        limits: dict[str, Any] | None = None,
+        placement: dict[str, Any] | None = None,
+    ) -> str:
+        session, spec = self.open_session(spec, credentials, interactive=interactive, limits=limits)
+        sid = session.session
         await self._emit(
             session,
             SessionStarted(
