@@ -259,8 +259,16 @@ async def test_background_filter_and_kill(ctx: ToolContext) -> None:
         if marker_procs(marker):
             break
         await asyncio.sleep(0.05)
-    out = await execute(TOOLS, "bash_output", {"bash_id": job_id, "filter": "^keep"}, ctx)
-    assert out.content.splitlines() == [out.content.splitlines()[0], "keep-1", "keep-2"]
+    # The job's output reaches its log through a reader; poll until both lines are in
+    # (bash_output returns what is new since the last call).
+    kept: list[str] = []
+    for _ in range(100):
+        out = await execute(TOOLS, "bash_output", {"bash_id": job_id, "filter": "^keep"}, ctx)
+        kept += [ln for ln in out.content.splitlines()[1:] if ln != "(no new output)"]
+        if len(kept) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert kept == ["keep-1", "keep-2"]
     assert "running" in out.content
     bad = await execute(TOOLS, "bash_output", {"bash_id": job_id, "filter": "("}, ctx)
     assert bad.is_error and "Invalid filter regex" in bad.content
