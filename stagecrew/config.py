@@ -67,6 +67,9 @@ class ModelsConfig(_Strict):
     judge: ModelSpec | None = None
     checkpoint: ModelSpec | None = None
     candidate: ModelSpec | None = None
+    # Max Mode: models cycled over the N candidates (best-of-N across models or
+    # temperatures); empty means every candidate uses the `candidate` role's model.
+    candidates: list[ModelSpec] = []
 
     def for_role(self, role: ModelRole | str) -> ModelSpec:
         role = ModelRole(role)

@@ -278,3 +278,30 @@ def test_cancelling_the_session_applies_nothing(ray_head: object, buggy_repo: Pa
     assert (buggy_repo / "stats.py").read_text() == BUGGY
     wait_for(lambda: not any(psutil.pid_exists(int(p)) for p in pidfile.read_text().split()))
     assert_worktrees_cleaned(buggy_repo)
+
+
+def test_crew_run_max_with_a_model_per_candidate(ray_head: object, buggy_repo: Path) -> None:
+    """``models.candidates`` in the config: each candidate runs on its own model (here two
+    scripted models, one right and one wrong); the passing one is applied."""
+    (buggy_repo / ".stagecrew").mkdir()
+    with ScriptedLLM({"cand-a": [*fix(RIGHT)], "cand-b": [*fix(WRONG)]}) as llm:
+        base = {"api_base": llm.base_url, "num_retries": 0}
+        cfg = {
+            "models": {
+                "primary": {"model": "openai/unused", **base},
+                "candidates": [
+                    {"model": "openai/cand-a", **base},
+                    {"model": "openai/cand-b", **base},
+                ],
+            },
+            "verify_commands": [UNITTEST],
+        }
+        (buggy_repo / ".stagecrew" / "config.json").write_text(json.dumps(cfg))
+        proc = crew("run", PROMPT, "--max", "2", "--output-format", "json", cwd=buggy_repo)
+        served = {r.model for r in llm.chat_requests}
+    assert proc.returncode == 0, proc.stderr
+    assert served == {"cand-a", "cand-b"}
+    result = json.loads(proc.stdout)
+    assert [c["passed"] for c in result["max_mode"]["candidates"]].count(True) == 1
+    assert "/ len(values)" in (buggy_repo / "stats.py").read_text()
+    assert_worktrees_cleaned(buggy_repo)

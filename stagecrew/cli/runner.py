@@ -67,10 +67,15 @@ def run_session(
             from stagecrew.orchestrator.maxmode import MaxModeSpec
 
             max_spec = MaxModeSpec(
-                n=max_candidates, policy=max_policy, verify_commands=config.verify_commands
+                n=max_candidates,
+                policy=max_policy,
+                verify_commands=config.verify_commands,
+                candidate_models=[m.wire() for m in config.models.candidates],
             )
             extra["max"] = max_spec.model_dump(mode="json")
             roles += [ModelRole.CANDIDATE, ModelRole.JUDGE]
+            cands = [("candidate", m.wire()) for m in config.models.candidates]
+            credentials.update(credentials_for(cands, dict(os.environ)))
         # The judge and the candidates may use other providers than the primary model.
         needed = [(r.value, config.models.for_role(r).wire()) for r in dict.fromkeys(roles)]
         credentials.update(credentials_for(needed, dict(os.environ)))
