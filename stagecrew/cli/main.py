@@ -37,6 +37,45 @@ class MaxPolicyOption(enum.StrEnum):
     first_pass = "first-pass"
 
 
+# Options shared by the commands that start agent runs (run, resume).
+ModelOption = Annotated[str | None, typer.Option(help="litellm model string for the primary role.")]
+ApiBaseOption = Annotated[
+    str | None, typer.Option(help="OpenAI-compatible endpoint for the primary model.")
+]
+MaxStepsOption = Annotated[int | None, typer.Option(help="Stop after this many model turns.")]
+OutputFormatOption = Annotated[
+    OutputFormat, typer.Option("--output-format", help="text, json or stream-json.")
+]
+BackgroundOption = Annotated[
+    bool, typer.Option("--background", help="Print the session id and return; the work goes on.")
+]
+AddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS, else a local head).")
+]
+CwdOption = Annotated[
+    Path | None, typer.Option(help="Workspace directory (default: the current one).")
+]
+
+
+def _flags(
+    model: str | None,
+    api_base: str | None,
+    max_steps: int | None,
+    agent: str | None,
+    address: str | None,
+    ask_policy: str | None = None,
+) -> dict[str, object]:
+    """Command-line options as config key paths (the highest configuration layer)."""
+    return {
+        "models.primary.model": model,
+        "models.primary.api_base": api_base,
+        "limits.max_steps": max_steps,
+        "agent": agent,
+        "ask_policy": ask_policy,
+        "runtime.address": address,
+    }
+
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -75,35 +114,22 @@ def root(
 @app.command()
 def run(
     prompt: Annotated[str, typer.Argument(help="What the agent should do.")],
-    model: Annotated[
-        str | None, typer.Option(help="litellm model string for the primary role.")
-    ] = None,
-    api_base: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint for the primary model.")
-    ] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many model turns.")] = None,
+    model: ModelOption = None,
+    api_base: ApiBaseOption = None,
+    max_steps: MaxStepsOption = None,
     agent: Annotated[
         str | None, typer.Option(help="Agent profile (build, plan, or your own).")
     ] = None,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--output-format", help="text, json or stream-json.")
-    ] = OutputFormat.text,
-    background: Annotated[
-        bool,
-        typer.Option("--background", help="Print the session id and return; the work goes on."),
-    ] = False,
+    output_format: OutputFormatOption = OutputFormat.text,
+    background: BackgroundOption = False,
     permission_mode: Annotated[
         str | None,
         typer.Option(
             "--permission-mode", help="What `ask` rules become headless: ask, allow or deny."
         ),
     ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS, else a local head).")
-    ] = None,
-    cwd: Annotated[
-        Path | None, typer.Option(help="Workspace directory (default: the current one).")
-    ] = None,
+    address: AddressOption = None,
+    cwd: CwdOption = None,
     goal: Annotated[
         str | None,
         typer.Option(
@@ -149,14 +175,7 @@ def run(
     """Run one task headless and exit 0 only if it ends in success."""
     from stagecrew.cli.runner import resume_session, run_session
 
-    flags = {
-        "models.primary.model": model,
-        "models.primary.api_base": api_base,
-        "limits.max_steps": max_steps,
-        "agent": agent,
-        "ask_policy": permission_mode,
-        "runtime.address": address,
-    }
+    flags = _flags(model, api_base, max_steps, agent, address, ask_policy=permission_mode)
     if node_resource and max_candidates is not None:
         raise _err("--node-resource places one agent; Max Mode places its own candidates")
     if continue_:
@@ -185,42 +204,23 @@ def resume(
     session: Annotated[
         str | None, typer.Argument(help="Session id (default: this project's latest session).")
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="litellm model string for the primary role.")
-    ] = None,
-    api_base: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint for the primary model.")
-    ] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many model turns.")] = None,
+    model: ModelOption = None,
+    api_base: ApiBaseOption = None,
+    max_steps: MaxStepsOption = None,
     agent: Annotated[
         str | None, typer.Option(help="Agent profile (default: the one the session used).")
     ] = None,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--output-format", help="text, json or stream-json.")
-    ] = OutputFormat.text,
-    background: Annotated[
-        bool,
-        typer.Option("--background", help="Print the session id and return; the work goes on."),
-    ] = False,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS, else a local head).")
-    ] = None,
-    cwd: Annotated[
-        Path | None, typer.Option(help="Workspace directory (default: the current one).")
-    ] = None,
+    output_format: OutputFormatOption = OutputFormat.text,
+    background: BackgroundOption = False,
+    address: AddressOption = None,
+    cwd: CwdOption = None,
 ) -> None:
     """Continue a stopped session (crashed, killed, cancelled or done) where it left off.
 
     The context is rebuilt from its event log and memory files; its task tree is kept."""
     from stagecrew.cli.runner import resume_session
 
-    flags = {
-        "models.primary.model": model,
-        "models.primary.api_base": api_base,
-        "limits.max_steps": max_steps,
-        "agent": agent,
-        "runtime.address": address,
-    }
+    flags = _flags(model, api_base, max_steps, agent, address)
     raise typer.Exit(
         resume_session(session, None, flags, output_format.value, background=background, cwd=cwd)
     )
