@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 INJECTED_ENV_VAR = "STAGECREW_INJECTED_ENV"
 
@@ -33,21 +33,39 @@ def blackhole_env(base: MutableMapping[str, str]) -> dict[str, str]:
     return env
 
 
-def restored_env(env: MutableMapping[str, str]) -> dict[str, str]:
-    """A copy of ``env`` with the injected variables back to what the person had."""
+def restored_env(
+    env: Mapping[str, str], *, inherited_from: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A copy of ``env`` with the injected variables back to what the person had.
+
+    ``env``'s own marker says what was injected. An ``env`` built by someone else may lack
+    it; then the marker of ``inherited_from`` (this process's environment) still applies, but
+    only to variables that still hold the inherited, injected value — a value the caller
+    chose on purpose is kept. A malformed marker changes nothing but is dropped.
+    """
     out = dict(env)
     raw = out.pop(INJECTED_ENV_VAR, None)
+    only_unchanged = False
+    if raw is None and inherited_from is not None:
+        raw = inherited_from.get(INJECTED_ENV_VAR)
+        only_unchanged = True
     if not raw:
         return out
     try:
         originals = json.loads(raw)
     except json.JSONDecodeError:
         return out
-    for var, value in originals.items():
-        if value is None:
+    if not isinstance(originals, dict):
+        return out
+    for var, original in originals.items():
+        if not isinstance(var, str):
+            continue
+        if only_unchanged and (var not in out or out[var] != (inherited_from or {}).get(var)):
+            continue
+        if original is None:
             out.pop(var, None)
         else:
-            out[var] = value
+            out[var] = str(original)
     return out
 
 

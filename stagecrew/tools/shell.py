@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import os
 import re
 import secrets
@@ -28,10 +27,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from stagecrew.envutil import restored_env
 from stagecrew.tools.base import Tool, ToolContext, ToolResult
 from stagecrew.tools.paths import is_within
 
-INJECTED_ENV_VAR = "STAGECREW_INJECTED_ENV"
 DEFAULT_TIMEOUT_MS = 120_000
 MAX_TIMEOUT_MS = 600_000
 OUTPUT_LIMIT = 30_000
@@ -51,30 +50,9 @@ def tool_subprocess_env(base: Mapping[str, str] | None = None) -> dict[str, str]
     the marker, our own process's marker still applies, but only to variables that still hold
     the injected value (so a value the caller chose on purpose is kept).
     """
-    env = dict(os.environ if base is None else base)
-    raw = env.pop(INJECTED_ENV_VAR, None)
-    inherited_only = False
-    if raw is None and base is not None:
-        raw = os.environ.get(INJECTED_ENV_VAR)
-        inherited_only = True
-    if not raw:
-        return env
-    try:
-        spec = json.loads(raw)
-    except json.JSONDecodeError:
-        return env
-    if not isinstance(spec, dict):
-        return env
-    for var, original in spec.items():
-        if not isinstance(var, str):
-            continue
-        if inherited_only and (var not in env or env[var] != os.environ.get(var)):
-            continue
-        if original is None:
-            env.pop(var, None)
-        else:
-            env[var] = str(original)
-    return env
+    if base is None:
+        return restored_env(os.environ)
+    return restored_env(base, inherited_from=os.environ)
 
 
 def _command_env(ctx: ToolContext) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
+from stagecrew.envutil import INJECTED_ENV_VAR
 from stagecrew.tools import shell
 from stagecrew.tools.base import ToolContext, ToolResult, execute
 from stagecrew.tools.registry import default_tools
@@ -180,31 +181,31 @@ async def test_timeout_argument_validated(ctx: ToolContext) -> None:
 
 
 def test_tool_subprocess_env_restores_user_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(shell.INJECTED_ENV_VAR, raising=False)
+    monkeypatch.delenv(INJECTED_ENV_VAR, raising=False)
     base = {
         "PATH": "/bin",
         "HTTP_PROXY": "http://ray-proxy:1",
         "https_proxy": "http://ray-proxy:2",
         "NO_PROXY": "injected",
-        shell.INJECTED_ENV_VAR: json.dumps(
+        INJECTED_ENV_VAR: json.dumps(
             {"HTTP_PROXY": None, "https_proxy": "http://user-proxy:3", "NO_PROXY": None}
         ),
     }
     env = tool_subprocess_env(base)
     assert env == {"PATH": "/bin", "https_proxy": "http://user-proxy:3"}
-    assert shell.INJECTED_ENV_VAR in base  # the caller's dict is not modified
+    assert INJECTED_ENV_VAR in base  # the caller's dict is not modified
 
 
 def test_tool_subprocess_env_from_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://ray-proxy:1")
-    monkeypatch.setenv(shell.INJECTED_ENV_VAR, json.dumps({"HTTPS_PROXY": None}))
+    monkeypatch.setenv(INJECTED_ENV_VAR, json.dumps({"HTTPS_PROXY": None}))
     assert "HTTPS_PROXY" not in tool_subprocess_env(None)
-    assert shell.INJECTED_ENV_VAR not in tool_subprocess_env(None)
+    assert INJECTED_ENV_VAR not in tool_subprocess_env(None)
     # An explicit env that copied the injected value loses it; one that chose its own keeps it.
     assert "HTTPS_PROXY" not in tool_subprocess_env({"HTTPS_PROXY": "http://ray-proxy:1"})
     chosen = tool_subprocess_env({"HTTPS_PROXY": "http://mine:9"})
     assert chosen["HTTPS_PROXY"] == "http://mine:9"
-    monkeypatch.setenv(shell.INJECTED_ENV_VAR, "not json")
+    monkeypatch.setenv(INJECTED_ENV_VAR, "not json")
     assert tool_subprocess_env({"A": "1"}) == {"A": "1"}
 
 
@@ -213,7 +214,7 @@ async def test_command_sees_user_env(ctx: ToolContext) -> None:
         "PATH": os.environ["PATH"],
         "HTTPS_PROXY": "http://injected:1",
         "KEEP": "yes",
-        shell.INJECTED_ENV_VAR: json.dumps({"HTTPS_PROXY": None}),
+        INJECTED_ENV_VAR: json.dumps({"HTTPS_PROXY": None}),
     }
     r = await bash(ctx, 'echo "${HTTPS_PROXY-unset} $KEEP ${STAGECREW_INJECTED_ENV-gone}"')
     assert r.content.splitlines()[0] == "unset yes gone"

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from stagecrew.envutil import INJECTED_ENV_VAR
 from stagecrew.tools import web
 from stagecrew.tools.base import ToolContext, ToolResult, execute
 from stagecrew.tools.registry import default_tools
-from stagecrew.tools.shell import INJECTED_ENV_VAR
 
 TOOLS = default_tools()
 STOP = threading.Event()
