@@ -32,6 +32,7 @@ from stagecrew.actors.context import (
 )
 from stagecrew.actors.goal import GoalGate, GoalSpec
 from stagecrew.actors.loopdetect import Detection, Escalation, LoopDetector, StuckConfig
+from stagecrew.llm.repair import RepairResult, repair_arguments
 from stagecrew.messages import (
     ActorRole,
     AssistantMessage,
@@ -354,13 +355,18 @@ class Agent:
         text = done.text
         if not calls and text:
             calls, text = self._text_tool_calls(text)
+        # Repaired once per call: the transcript keeps the repaired JSON (providers re-parse
+        # it on every request; Anthropic and Gemini reject invalid JSON there, so an
+        # unreadable call is kept as ``{}``: its tool result already says what was wrong),
+        # and the tool runs with the same arguments.
+        repairs = {c.id: repair_arguments(c.arguments) for c in calls}
         assistant: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls:
             assistant["tool_calls"] = [
                 {
                     "id": c.id,
                     "type": "function",
-                    "function": {"name": c.name, "arguments": _transcript_arguments(c.arguments)},
+                    "function": {"name": c.name, "arguments": repairs[c.id].as_json()},
                 }
                 for c in calls
             ]
@@ -381,7 +387,7 @@ class Agent:
             raise _Stop(StopReason.DONE, summary=text)
         detections = []
         for index, call in enumerate(calls):
-            result = await self._run_tool(call)
+            result = await self._run_tool(call, repairs[call.id])
             self.messages.append(
                 {"role": "tool", "tool_call_id": call.id, "content": result.content}
             )
@@ -504,9 +510,7 @@ class Agent:
         )
         return done
 
-    async def _run_tool(self, call: ToolCall) -> ToolResult:
-        from stagecrew.llm.repair import repair_arguments
-
+    async def _run_tool(self, call: ToolCall, repaired: RepairResult) -> ToolResult:
         spec = self.spec
         self.events.emit(
             ToolStarted(
@@ -534,7 +538,6 @@ class Agent:
                 f"Invalid arguments for tool '{call.name}': {self._unreadable.pop(call.id)}"
             )
         else:
-            repaired = repair_arguments(call.arguments)
             if repaired.arguments is None:
                 format_error = f"Invalid arguments for tool '{call.name}': {repaired.error}"
             else:
@@ -654,16 +657,3 @@ def _close_dangling_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]
                 out[j:j] = fill
             break
     return out
-
-
-def _transcript_arguments(raw: str) -> str:
-    """What the transcript keeps of a call's arguments: valid JSON, always.
-
-    The raw text stays in the event log, but providers re-parse the transcript on every
-    request (Anthropic and Gemini reject invalid JSON there), so a repaired call is stored
-    repaired and an unreadable one as ``{}`` — its tool result already says what was wrong.
-    """
-    from stagecrew.llm.repair import repair_arguments
-
-    repaired = repair_arguments(raw)
-    return json.dumps(repaired.arguments) if repaired.arguments is not None else "{}"

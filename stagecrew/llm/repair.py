@@ -48,6 +48,11 @@ class RepairResult:
         """True when ``arguments`` can be handed to the tool's validation."""
         return self.error is None
 
+    def as_json(self) -> str:
+        """The arguments as a transcript may carry them: valid JSON always (``{}`` when they
+        could not be read), because providers re-parse the transcript on every request."""
+        return json.dumps(self.arguments) if self.arguments is not None else "{}"
+
 
 @dataclass(frozen=True)
 class TextToolCall:
