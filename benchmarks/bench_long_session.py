@@ -36,9 +36,10 @@ if __package__ in (None, ""):  # run as a script from anywhere
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from stagecrew.actors.agent import Agent, AgentSpec
+from stagecrew.actors.agent import Agent
 from stagecrew.actors.checkpoint_writer import CheckpointWriter
 from stagecrew.actors.inprocess import CollectingSink, InProcessModelPort
+from stagecrew.actors.spec import AgentSpec
 from stagecrew.memory.context import CONTEXT_MARKER
 from stagecrew.memory.index import MemoryIndex
 from stagecrew.messages import (

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from conftest import follow, git, start_session
 
-from stagecrew.actors.agent import Agent, AgentResult
+from stagecrew.actors.agent import Agent
 from stagecrew.actors.goal import GoalGate, GoalSpec
+from stagecrew.actors.spec import AgentResult
 from stagecrew.cli.session import prepare_session
 from stagecrew.config import load_config
 from stagecrew.messages import JudgeVerdict, ModelUsage, Notice, StopReason
@@ -273,8 +274,8 @@ async def test_judge_model_error_follows_the_policy(
 
 def test_goal_travels_in_the_spec_once_agentspec_carries_it(git_repo: Path) -> None:
     """The ``--goal`` plumbing against the field the lead adds (``AgentSpec.goal_spec``)."""
-    from stagecrew.actors.agent import AgentSpec
     from stagecrew.actors.goal import with_goal
+    from stagecrew.actors.spec import AgentSpec
     from stagecrew.cli.runner import _with_goal
 
     class SpecWithGoal(AgentSpec):

@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from conftest import git
 
-from stagecrew.actors.agent import AgentSpec
 from stagecrew.actors.inprocess import run_agent_inprocess
 from stagecrew.actors.plans import PLANS_DIR, plan_title, save_plan
+from stagecrew.actors.spec import AgentSpec
 from stagecrew.messages import ModelSpecWire, StopReason, ToolFinished
 from stagecrew.profiles import discover_profiles
 from stagecrew.testing.scripted_llm import ScriptedLLM

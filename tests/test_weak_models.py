@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from stagecrew.actors.agent import AgentSpec
 from stagecrew.actors.inprocess import CollectingSink, InProcessModelPort, run_agent_inprocess
+from stagecrew.actors.spec import AgentSpec
 from stagecrew.messages import (
     Message,
     ModelRequested,

@@ -18,37 +18,32 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from stagecrew.actors.context import (
-    DEFAULT_CONTEXT_WINDOW,
-    CheckpointPort,
-    ContextManager,
-    agent_memory_paths,
+from stagecrew.actors.context import CheckpointPort, ContextManager, agent_memory_paths
+from stagecrew.actors.goal import GoalGate
+from stagecrew.actors.loopdetect import Detection, Escalation, LoopDetector
+from stagecrew.actors.spec import (
+    AgentResult,
+    AgentSpec,
+    EventSink,
+    ModelPort,
+    PermissionPort,
 )
-from stagecrew.actors.goal import GoalGate, GoalSpec
-from stagecrew.actors.loopdetect import Detection, Escalation, LoopDetector, StuckConfig
 from stagecrew.llm.repair import RepairResult, repair_arguments
 from stagecrew.messages import (
     ActorRole,
     AssistantMessage,
-    Message,
     ModelDelta,
     ModelRequest,
     ModelRequested,
-    ModelRole,
-    ModelSpecWire,
     ModelUsage,
     Notice,
     PermissionRequest,
     StopReason,
     StreamDone,
     StreamError,
-    StreamItem,
     StreamText,
     TaskTreeChanged,
     ToolCall,
@@ -59,82 +54,6 @@ from stagecrew.messages import (
 )
 from stagecrew.tools.base import Tool, ToolContext, ToolResult, execute
 
-DEFAULT_SYSTEM_PROMPT = """You are stagecrew, a coding agent working in a software repository.
-Use the tools to read, search, edit and run code. Read a file before you edit it. Keep edits
-minimal and run the project's tests to verify your work. When the task is complete, answer
-with a short summary of what you changed and how you verified it, without calling a tool."""
-
-
-class ModelPort(Protocol):
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...
-
-
-class EventSink(Protocol):
-    def emit(self, body: Message) -> None: ...
-
-
-PermissionPort = Callable[[PermissionRequest], Awaitable[str]]
-
-
-class AgentSpec(BaseModel):
-    """Everything an agent needs to run; built by the CLI or a parent agent, sent to an actor."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    session: str
-    actor_id: str
-    role: ActorRole = ActorRole.PRIMARY
-    model_role: ModelRole = ModelRole.PRIMARY
-    parent: str | None = None
-    workspace: str
-    prompt: str
-    profile: str = "build"
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    tools: list[str] | None = None  # None: every tool
-    read_only: bool = False
-    permissions: list[str] = []
-    ask_policy: str = "deny"
-    model: ModelSpecWire
-    fallback_model: ModelSpecWire | None = None
-    max_steps: int = 100
-    wall_time_s: float = 3600.0
-    max_tokens: int | None = None
-    max_cost_usd: float | None = None
-    max_format_failures: int = 3
-    session_dir: str | None = None
-    # A transcript to continue from (resume); empty means start from the prompt.
-    messages: list[dict[str, Any]] = []
-    stuck: StuckConfig = StuckConfig()
-    # What subagents need to be built by this agent: the configured model per role, where
-    # the person's profiles live, and how deep the tree may grow.
-    role_models: dict[str, ModelSpecWire] = {}
-    user_config_dir: str | None = None
-    depth: int = 0
-    max_depth: int = 2
-    # The model's context window in tokens: checkpoints and rebuilds are fractions of it.
-    # TODO(lead): fill from the configured ``models.<role>.context_window`` or litellm's
-    # model info; 128k is a safe floor for current hosted models.
-    context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, gt=0)
-    # The person's goal in their own words (checkpoint Active intent); None: ``prompt``.
-    # A resumed run sets it, since its ``prompt`` holds only what the person added.
-    goal: str | None = None
-    # Open tasks these earlier actors own are handed to this one at start (a resumed run
-    # continues the tree its predecessor built; only an owner may change a task).
-    adopt_tasks_from: list[str] = []
-    # A verified stop condition (/goal): when the model stops, the judge rules on evidence.
-    goal_spec: GoalSpec | None = None
-
-
-class AgentResult(BaseModel):
-    actor_id: str
-    stop_reason: StopReason
-    summary: str = ""
-    steps: int = 0
-    usage: Usage = Usage()
-    error: str | None = None
-    # The transcript at the stop, so an interactive session's next turn continues from it.
-    messages: list[dict[str, Any]] = []
-
 
 class _Stop(Exception):
     def __init__(self, reason: StopReason, summary: str = "", error: str | None = None):
@@ -142,12 +61,6 @@ class _Stop(Exception):
         self.reason = reason
         self.summary = summary
         self.error = error
-
-
-def select_tools(spec: AgentSpec, all_tools: dict[str, Tool]) -> dict[str, Tool]:
-    """The tools the spec allows (``None`` or ``*``: all of them), in registry order."""
-    allowed = set(spec.tools) if spec.tools is not None and "*" not in spec.tools else None
-    return {n: t for n, t in all_tools.items() if allowed is None or n in allowed}
 
 
 class Agent:
@@ -164,13 +77,13 @@ class Agent:
         delta_interval_s: float = 0.05,
     ) -> None:
         from stagecrew.tools.permissions import DEFAULT_RULES, PermissionChecker
-        from stagecrew.tools.registry import default_tools
+        from stagecrew.tools.registry import default_tools, select_tools
 
         self.spec = spec
         self.model = model
         self.events = events
         every_tool = tools if tools is not None else default_tools()
-        self.tools = select_tools(spec, every_tool)
+        self.tools = select_tools(spec.tools, every_tool)
         # Tools that exist but this profile leaves out (plan mode's write tools): asking for
         # one is a well-formed call to refuse, not a format failure.
         self.withheld_tools = set(every_tool) - set(self.tools)

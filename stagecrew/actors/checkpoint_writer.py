@@ -27,7 +27,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stagecrew.actors.agent import EventSink, ModelPort
+from stagecrew.actors.spec import EventSink, ModelPort
 from stagecrew.memory.checkpoint import (
     build_checkpoint_prompt,
     extract_literals,

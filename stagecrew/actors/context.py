@@ -69,9 +69,8 @@ from stagecrew.messages import (
 )
 
 if TYPE_CHECKING:
-    from stagecrew.actors.agent import AgentSpec, EventSink
+    from stagecrew.actors.spec import AgentSpec, EventSink
 
-DEFAULT_CONTEXT_WINDOW = 128_000
 # Tool outputs travel to the checkpoint writer cut to this: the writer shows the model 1,500
 # characters of each anyway, and literals are taken from what was said and called, not outputs.
 CHECKPOINT_OUTPUT_CHARS = 4_000
@@ -621,10 +620,9 @@ def resume_context(
     plus any new words) rebuilt from the session's memory files, exactly as the agent would
     rebuild it near its limit. What leaves is archived in the project's index.
     """
-    from stagecrew.actors.agent import select_tools
-    from stagecrew.tools.registry import default_tools
+    from stagecrew.tools.registry import default_tools, select_tools
 
-    tools = select_tools(spec, default_tools())
+    tools = select_tools(spec.tools, default_tools())
     paths = agent_memory_paths(spec)
     own = index is None
     idx = index if index is not None else MemoryIndex(paths.index_db)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from stagecrew.actors.agent import Agent, AgentResult, AgentSpec, PermissionPort
+from stagecrew.actors.agent import Agent
 from stagecrew.actors.gateway import ModelGateway
+from stagecrew.actors.spec import AgentResult, AgentSpec, PermissionPort
 from stagecrew.messages import Message, ModelRequest, StreamItem
 from stagecrew.tools.base import Tool
 

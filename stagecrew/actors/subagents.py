@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from stagecrew.actors.agent import AgentSpec
+from stagecrew.actors.spec import AgentSpec
 from stagecrew.messages import ActorRole, ModelRole, new_id
 
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stagecrew.actors.agent import AgentSpec
+from stagecrew.actors.spec import AgentSpec
 from stagecrew.config import Config, user_config_dir
 from stagecrew.llm.providers import required_key_env
 from stagecrew.messages import ActorRole, ModelRole, ModelSpecWire, new_id

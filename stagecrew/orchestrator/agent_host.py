@@ -15,7 +15,8 @@ from typing import Any
 
 import ray
 
-from stagecrew.actors.agent import Agent, AgentResult, AgentSpec
+from stagecrew.actors.agent import Agent
+from stagecrew.actors.spec import AgentResult, AgentSpec
 from stagecrew.envutil import restore_process_env
 from stagecrew.messages import (
     Envelope,

@@ -71,7 +71,7 @@ from stagecrew.tools.worktrees import (
 )
 
 if TYPE_CHECKING:
-    from stagecrew.actors.agent import AgentResult, AgentSpec
+    from stagecrew.actors.spec import AgentResult, AgentSpec
     from stagecrew.orchestrator.supervisor import ActorRecord, SessionRuntime, Supervisor
 
 MaxPolicy = Literal["best", "first-pass"]
@@ -609,7 +609,7 @@ class MaxModeRun:
     async def _finish(
         self, result: MaxModeResult, reason: StopReason, summary: str, error: str | None
     ) -> None:
-        from stagecrew.actors.agent import AgentResult
+        from stagecrew.actors.spec import AgentResult
 
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._write_report, result)

@@ -25,7 +25,7 @@ from typing import Any
 import ray
 
 from stagecrew import __version__
-from stagecrew.actors.agent import AgentResult, AgentSpec
+from stagecrew.actors.spec import AgentResult, AgentSpec
 from stagecrew.envutil import restore_process_env
 from stagecrew.messages import (
     ActorFailed,
