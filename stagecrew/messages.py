@@ -245,6 +245,23 @@ class ModelUsage(_Msg):
     attempts: int = 1
 
 
+class ModelRetry(_Msg):
+    """A model call failed in a way worth trying again, and is about to be: attempt
+    ``attempt`` of ``max_attempts`` starts after ``delay_s``. ``message`` is the cause;
+    ``discard_partial`` says text already streamed from the failed attempt is void."""
+
+    kind: Literal["model_retry"] = "model_retry"
+    actor_id: str
+    model: str
+    role: ModelRole | None = None
+    attempt: int
+    max_attempts: int
+    delay_s: float
+    error_kind: str
+    message: str
+    discard_partial: bool = False
+
+
 class AssistantMessage(_Msg):
     """The whole assistant turn: replay and resume rebuild the transcript from these."""
 
@@ -367,6 +384,7 @@ Message = Annotated[
     | ModelRequested
     | ModelDelta
     | ModelUsage
+    | ModelRetry
     | AssistantMessage
     | ToolStarted
     | ToolFinished
@@ -459,4 +477,21 @@ class StreamError(_Msg):
     retryable: bool = False
 
 
-StreamItem = Annotated[StreamText | StreamDone | StreamError, Field(discriminator="kind")]
+class StreamRetry(_Msg):
+    """The call failed and will be tried again: attempt ``attempt`` of ``max_attempts`` starts
+    after ``delay_s`` seconds. ``message`` is the cause (one line, no advice);
+    ``discard_partial`` is true when text of the failed attempt was already streamed and is
+    now void (the next attempt streams its answer from the start)."""
+
+    kind: Literal["retry"] = "retry"
+    attempt: int
+    max_attempts: int
+    delay_s: float
+    error_kind: str
+    message: str
+    discard_partial: bool = False
+
+
+StreamItem = Annotated[
+    StreamText | StreamDone | StreamError | StreamRetry, Field(discriminator="kind")
+]

@@ -38,12 +38,14 @@ from stagecrew.messages import (
     ModelDelta,
     ModelRequest,
     ModelRequested,
+    ModelRetry,
     ModelUsage,
     Notice,
     PermissionRequest,
     StopReason,
     StreamDone,
     StreamError,
+    StreamRetry,
     StreamText,
     TaskTreeChanged,
     ToolCall,
@@ -396,13 +398,27 @@ class Agent:
                     self.events.emit(ModelDelta(actor_id=spec.actor_id, text="".join(pending)))
                     pending.clear()
                     last_flush = now
-            elif isinstance(item, StreamError):
-                if item.retryable:
+            elif isinstance(item, StreamRetry):
+                # The gateway tries again; text of the failed attempt not yet sent is void.
+                if item.discard_partial:
                     pending.clear()
-                    self.events.emit(
-                        Notice(actor_id=spec.actor_id, level="warning", text=item.message)
+                self.events.emit(
+                    ModelRetry(
+                        actor_id=spec.actor_id,
+                        model=self.active_model.model,
+                        role=spec.model_role,
+                        attempt=item.attempt,
+                        max_attempts=item.max_attempts,
+                        delay_s=item.delay_s,
+                        error_kind=item.error_kind,
+                        message=item.message,
+                        discard_partial=item.discard_partial,
                     )
-                    continue
+                )
+            elif isinstance(item, StreamError):
+                # Final: the gateway has retried what was worth retrying. A provider failure
+                # ends the run as an error, never as the model's fault (a cut stream never
+                # reaches the tool step as malformed calls).
                 raise _Stop(StopReason.ERROR, error=item.message)
             elif isinstance(item, StreamDone):
                 done = item

@@ -22,6 +22,7 @@ from stagecrew.messages import (
     AssistantMessage,
     Envelope,
     ModelDelta,
+    ModelRetry,
     Notice,
     PermissionRequest,
     SessionFinished,
@@ -111,6 +112,18 @@ def diff_markup(line: str) -> str:
     return f"[dim]{text}[/dim]"
 
 
+def retry_line(retry: ModelRetry) -> str:
+    """A model retry as one line: ``⟳ primary model retry 2/4 in 1.2 s: <cause>``."""
+    who = f"{retry.role.value} model" if retry.role is not None else retry.model
+    line = (
+        f"⟳ {who} retry {retry.attempt}/{retry.max_attempts} in {retry.delay_s:.1f} s: "
+        f"{retry.message}"
+    )
+    if retry.discard_partial:
+        line += " (the partial answer above is discarded)"
+    return line
+
+
 def actor_table(rows: list[dict[str, Any]], title: str = "stagecrew actors") -> Table:
     """The ``ps`` rows as a table (the same columns as ``crew ps``)."""
     table = Table(title=title)
@@ -137,6 +150,9 @@ class TextRenderer:
     ``diffs=True`` (the chat) also shows what an ``edit``/``apply_patch`` call changed, in
     colour, under its folded line when the diff has at most ``diff_max_lines`` lines; longer
     diffs are only counted (``+a -r``) so one big patch cannot push the conversation away.
+
+    The error line of a failed session goes to ``err``: by default stderr when the renderer
+    writes to stdout (``crew run``), else the same stream as everything else (the chat).
     """
 
     def __init__(
@@ -146,9 +162,16 @@ class TextRenderer:
         *,
         diffs: bool = False,
         diff_max_lines: int = 30,
+        err: TextIO | None = None,
     ) -> None:
         stream = out or sys.stdout
         self.console = Console(file=stream, highlight=False, soft_wrap=True, force_terminal=color)
+        if err is None and out is not None:
+            self.err_console = self.console
+        else:
+            self.err_console = Console(
+                file=err or sys.stderr, highlight=False, soft_wrap=True, force_terminal=color
+            )
         self.in_text = False
         self.pending_tools: dict[str, str] = {}
         self.diffs = diffs
@@ -197,6 +220,9 @@ class TextRenderer:
             if diff and not body.is_error and len(diff) <= self.diff_max_lines:
                 for line in diff:
                     self.console.print("    " + diff_markup(line))
+        elif isinstance(body, ModelRetry):
+            self._end_text()
+            self.console.print(f"[yellow]{escape(retry_line(body))}[/yellow]")
         elif isinstance(body, Notice):
             self._end_text()
             style = {"info": "dim", "warning": "yellow", "error": "red"}[body.level]
@@ -220,7 +246,7 @@ class TextRenderer:
             )
             self.console.print(line)
             if body.error:
-                self.console.print(f"[red]{escape(body.error)}[/red]")
+                self.err_console.print(f"[red]{escape(body.error)}[/red]")
 
 
 def result_object(session: str, finished: SessionFinished | None, log_path: Path) -> dict[str, Any]:

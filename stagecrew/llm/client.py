@@ -3,9 +3,10 @@
 Only the model gateway process imports this module: importing litellm costs about 4 s of CPU
 and 120 MB, which agent actors must not pay. Streaming goes through ``acompletion`` because its
 async iterator costs a quarter of the sync one's CPU per chunk. Retries (429, 5xx, timeouts,
-refused connections) happen here with exponential backoff; what still fails becomes a
+refused or cut connections, streams that stop without a finish reason) happen here with
+exponential backoff, each announced by a ``StreamRetry``; what still fails becomes a
 ``StreamError`` whose message is the single line a person needs: which role, which model,
-what went wrong and what to set.
+which server, what went wrong and what to do about it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +26,7 @@ from stagecrew.messages import (
     StreamDone,
     StreamError,
     StreamItem,
+    StreamRetry,
     StreamText,
     ToolCall,
     Usage,
@@ -47,16 +50,53 @@ def load_litellm() -> Any:
 
 
 class ModelCallError(Exception):
-    def __init__(self, kind: str, message: str, retryable: bool, retry_after: float | None = None):
+    """One failed attempt, classified: ``cause`` says what happened (one line, for the retry
+    notices), ``advice`` what to do about it; ``message`` is both, after the role and model."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        retryable: bool,
+        retry_after: float | None = None,
+        *,
+        cause: str | None = None,
+        advice: str = "",
+    ):
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
+        self.cause = cause or message
+        self.advice = advice
+
+
+def _failure(
+    request: ModelRequest,
+    kind: str,
+    cause: str,
+    advice: str = "",
+    *,
+    retryable: bool,
+    retry_after: float | None = None,
+) -> ModelCallError:
+    message = f"{_where(request)}: {cause}" + (f" — {advice}" if advice else "")
+    return ModelCallError(kind, message, retryable, retry_after, cause=cause, advice=advice)
 
 
 def _where(request: ModelRequest) -> str:
     return f"model role '{request.role.value}' ({request.spec.model})"
+
+
+def _server(request: ModelRequest) -> str:
+    """Who was asked: the server at the configured ``api_base``, else the hosted provider."""
+    base = request.spec.api_base
+    if base:
+        return f"the server at {base}"
+    model = request.spec.model
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    return f"the provider ({provider})"
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -77,81 +117,232 @@ def _retry_after(exc: Exception) -> float | None:
     return None
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and everything behind it: causes, contexts, and the
+    ``original_exception`` litellm keeps on the errors it wraps mid-stream."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo:
+        cur = todo.pop(0)
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        out.append(cur)
+        original = getattr(cur, "original_exception", None)
+        if isinstance(original, BaseException):
+            todo.append(original)
+        todo.extend((cur.__cause__, cur.__context__))
+    return out
+
+
+_CONNECT_TIMEOUTS = {"ConnectTimeout", "ConnectionTimeoutError"}
+_CONNECT_FAILURES = {"ConnectError", "ClientConnectorError", "ClientConnectorDNSError"}
+_READ_TIMEOUTS = {
+    "ReadTimeout",
+    "SocketTimeoutError",
+    "ServerTimeoutError",
+    "TimeoutException",
+    "TimeoutError",
+}
+_CUTS = {
+    "ReadError",
+    "RemoteProtocolError",
+    "ClientPayloadError",
+    "ServerDisconnectedError",
+    "TransferEncodingError",
+    "ContentLengthError",
+    "IncompleteRead",
+    "ConnectionResetError",
+    "BrokenPipeError",
+}
+
+
+def _transport_failure(exc: BaseException) -> str | None:
+    """What went wrong on the wire, from the exception chain (litellm reports most of these
+    as a 500 "Connection error." or a mid-stream fallback error; the cause is further down):
+    ``connect_timeout``, ``refused``, ``connect``, ``read_timeout``, ``cut`` or None."""
+    names = {type(e).__name__ for e in _chain(exc)}
+    if names & _CONNECT_TIMEOUTS:
+        return "connect_timeout"
+    if "ConnectionRefusedError" in names:
+        return "refused"
+    if names & _CONNECT_FAILURES:
+        return "connect"
+    if names & _READ_TIMEOUTS:
+        return "read_timeout"
+    if names & _CUTS:
+        return "cut"
+    return None
+
+
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception - )?")
+
+
+def _provider_text(exc: BaseException, limit: int) -> str:
+    """What the provider said, without litellm's class-name prefixes, on one line."""
+    text = str(exc).replace("\n", " ").strip()
+    text = _LITELLM_PREFIX.sub("", text, count=1) or text
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _connection_failure(exc: BaseException) -> bool:
     """litellm reports a refused connection in a stream as a 500 ("Connection error."); the
     real cause is further down the exception chain."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        name = type(cur).__name__
-        if isinstance(cur, ConnectionError) or name in (
+    for cur in _chain(exc):
+        if isinstance(cur, ConnectionError) or type(cur).__name__ in (
             "ConnectError",
             "APIConnectionError",
             "ConnectTimeout",
         ):
             return True
-        cur = cur.__cause__ or cur.__context__
     return "Connection error." in str(exc)
 
 
-def classify(exc: Exception, request: ModelRequest, key_env: str | None) -> ModelCallError:
-    """Turn whatever litellm raised into one kind, one line, and whether to try again."""
+def dropped(request: ModelRequest, *, silent: bool, received: int) -> ModelCallError:
+    """A stream that stopped before the provider said it was finished."""
+    server = _server(request)
+    if silent:
+        cause = f"the stream from {server} ended mid-answer, without a finish reason"
+    elif received:
+        cause = f"{server} cut the connection mid-answer"
+    else:
+        cause = f"{server} closed the connection without answering"
+    if request.spec.api_base:
+        advice = (
+            "the server or a proxy in between ended the stream early; check the server's log "
+            "(a crash, a restart, out of memory)"
+        )
+    else:
+        advice = "the provider ended the stream early; try again later"
+    return _failure(request, "dropped", cause, advice, retryable=True)
+
+
+def classify(
+    exc: Exception, request: ModelRequest, key_env: str | None, *, received: int = 0
+) -> ModelCallError:
+    """Turn whatever litellm raised into one kind, one line, and whether to try again.
+    ``received`` is how many chunks this attempt got before it failed."""
     litellm = load_litellm()
-    where = _where(request)
     base = request.spec.api_base
     role = request.role.value
+    timeout = request.spec.timeout_s
+    original = getattr(exc, "original_exception", None)
+    if isinstance(original, litellm.RateLimitError | litellm.AuthenticationError):
+        exc = original  # wrapped as a mid-stream fallback error; the provider's answer counts
     text = str(exc).replace("\n", " ")
     if len(text) > 300:
         text = text[:300] + "…"
     if isinstance(exc, litellm.AuthenticationError):
         fix = f"check {key_env}" if key_env else f"set models.{role}.api_key_env"
-        return ModelCallError("auth", f"{where}: the provider rejected the API key — {fix}", False)
+        return _failure(request, "auth", "the provider rejected the API key", fix, retryable=False)
     if isinstance(exc, litellm.ContextWindowExceededError):
-        return ModelCallError(
-            "context_window", f"{where}: the request exceeds the model's context window", False
+        return _failure(
+            request,
+            "context_window",
+            "the request exceeds the model's context window",
+            retryable=False,
         )
     if isinstance(exc, litellm.RateLimitError):
-        return ModelCallError(
-            "rate_limited", f"{where}: rate limited by the provider (429)", True, _retry_after(exc)
+        wait = _retry_after(exc)
+        cause = f"rate limited by {_server(request)} (429)"
+        if wait is not None:
+            cause += f"; it asked to wait {wait:g} s"
+        return _failure(
+            request,
+            "rate_limited",
+            cause,
+            f"wait a while and run again, or use fewer parallel agents "
+            f"(models.{role}.num_retries sets how often to try)",
+            retryable=True,
+            retry_after=wait,
         )
-    if isinstance(exc, litellm.Timeout):
-        return ModelCallError(
-            "timeout",
-            f"{where}: no answer within {request.spec.timeout_s:g} s "
-            f"— raise models.{role}.timeout_s",
-            True,
-        )
-    if "No module named" in text:  # litellm wraps its own import failures as connection errors
-        return ModelCallError("error", f"{where}: litellm failed inside ({text[:200]})", False)
-    if isinstance(exc, litellm.APIConnectionError | OSError) or _connection_failure(exc):
-        target = base or "the provider"
-        return ModelCallError(
+    transport = _transport_failure(exc)
+    if transport == "connect_timeout":
+        return _failure(
+            request,
             "unreachable",
-            f"{where}: cannot reach {target} ({text[:120]}) — check models.{role}.api_base "
-            "or start the server",
-            True,
+            f"could not connect to {base or 'the provider'} within {timeout:g} s",
+            f"check models.{role}.api_base and that the host is reachable",
+            retryable=True,
+        )
+    if isinstance(exc, litellm.Timeout) or transport == "read_timeout":
+        server = _server(request)
+        if received:
+            return _failure(
+                request,
+                "timeout",
+                f"the stream from {server} stalled mid-answer: nothing more within {timeout:g} s",
+                f"the server may be overloaded or stuck; raise models.{role}.timeout_s "
+                "if it is only slow",
+                retryable=True,
+            )
+        if base:
+            model = request.spec.model
+            served = model.split("/", 1)[1] if "/" in model else model  # the name it is sent
+            advice = (
+                f"check that it is serving the model '{served}' (a local server may still be "
+                f"loading it), or raise models.{role}.timeout_s"
+            )
+            cause = f"{server} accepted the request but sent nothing within {timeout:g} s"
+        else:
+            advice = f"the provider may be overloaded; raise models.{role}.timeout_s"
+            cause = f"{server} sent nothing within {timeout:g} s"
+        return _failure(request, "timeout", cause, advice, retryable=True)
+    if "No module named" in text:  # litellm wraps its own import failures as connection errors
+        return _failure(request, "error", f"litellm failed inside ({text[:200]})", retryable=False)
+    fix = f"start the server or check models.{role}.api_base"
+    if transport == "refused":
+        return _failure(
+            request,
+            "unreachable",
+            f"cannot reach {base or 'the provider'} (connection refused)",
+            fix,
+            retryable=True,
+        )
+    if transport == "cut":
+        return dropped(request, silent=False, received=received)
+    if (
+        transport == "connect"
+        or isinstance(exc, litellm.APIConnectionError | OSError)
+        or _connection_failure(exc)
+    ):
+        return _failure(
+            request,
+            "unreachable",
+            f"cannot reach {base or 'the provider'} ({text[:120]})",
+            fix,
+            retryable=True,
         )
     if isinstance(exc, litellm.NotFoundError):
-        return ModelCallError(
+        return _failure(
+            request,
             "not_found",
-            f"{where}: the provider does not know this model — check models.{role}.model",
-            False,
-        )
-    if isinstance(exc, litellm.ServiceUnavailableError | litellm.InternalServerError):
-        return ModelCallError(
-            "server", f"{where}: provider error ({text[:160]})", True, _retry_after(exc)
+            "the provider does not know this model",
+            f"check models.{role}.model",
+            retryable=False,
         )
     status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and status >= 500:
-        return ModelCallError(
-            "server", f"{where}: provider error {status} ({text[:160]})", True, _retry_after(exc)
+    if isinstance(exc, litellm.ServiceUnavailableError | litellm.InternalServerError) or (
+        isinstance(status, int) and status >= 500
+    ):
+        code = f" {status}" if isinstance(status, int) else ""
+        return _failure(
+            request,
+            "server",
+            f"{_server(request)} answered with an error{code} ({_provider_text(exc, 160)})",
+            "a problem on the provider's side; try again later",
+            retryable=True,
+            retry_after=_retry_after(exc),
         )
     if isinstance(exc, litellm.BadRequestError):
-        return ModelCallError(
-            "bad_request", f"{where}: the provider refused the request ({text[:200]})", False
+        return _failure(
+            request,
+            "bad_request",
+            f"the provider refused the request ({_provider_text(exc, 200)})",
+            retryable=False,
         )
-    return ModelCallError("error", f"{where}: {type(exc).__name__}: {text[:200]}", False)
+    return _failure(request, "error", f"{type(exc).__name__}: {text[:200]}", retryable=False)
 
 
 def warm_up() -> None:
@@ -249,12 +440,39 @@ def _estimate_usage(request: ModelRequest, text: str, calls: list[ToolCall]) -> 
     return Usage(prompt_tokens=sent // 4, completion_tokens=max(1, got // 4))
 
 
+def _provider_finish_reason(response: Any, acc: _Accumulator) -> str | None:
+    """The finish reason the provider itself sent, or None when its stream just stopped.
+
+    litellm's stream wrapper makes up a last chunk with ``finish_reason="stop"`` when a stream
+    ends without one (a server or proxy that closes the response mid-answer, no ``[DONE]``),
+    so the chunks cannot tell a cut answer from a whole one; the wrapper's own record of what
+    the provider sent can. Without that record (another litellm), the chunks are all there is.
+    """
+    if hasattr(response, "received_finish_reason"):
+        return getattr(response, "received_finish_reason", None) or getattr(
+            response, "intermittent_finish_reason", None
+        )
+    return acc.finish_reason
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return retry_after
+    return min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.8 + 0.4 * random.random())
+
+
 async def stream_completion(
     request: ModelRequest, api_key: str | None, key_env: str | None = None
 ) -> AsyncIterator[StreamItem]:
     """Stream one model call; yields ``StreamText`` pieces and ends with ``StreamDone`` or
-    ``StreamError``. A ``StreamError`` with ``retryable=True`` mid-stream means "the partial
-    text so far is void, a retry follows"."""
+    ``StreamError``.
+
+    A failed attempt that is worth repeating (429, 5xx, timeouts, refused or cut connections,
+    a stream that ends without a finish reason) yields a ``StreamRetry`` before the wait, so
+    the person sees each retry as it happens; ``discard_partial`` says the text streamed so far
+    is void and the next attempt's text starts over. The final ``StreamError`` (never
+    retryable) is one line: the role and model, the cause, what to do, and how many attempts.
+    """
     litellm = load_litellm()
     spec = request.spec
     kwargs: dict[str, Any] = {
@@ -284,49 +502,53 @@ async def stream_completion(
     kwargs.update(spec.extra)
 
     started = time.perf_counter()
+    max_attempts = spec.num_retries + 1
     attempt = 0
     while True:
         attempt += 1
         acc = _Accumulator()
-        produced = False
+        produced = False  # text of this attempt already handed on
+        received = 0  # chunks of this attempt
         try:
             response = await litellm.acompletion(**kwargs)
             async for chunk in response:
+                received += 1
                 piece = acc.add(chunk)
                 if piece:
                     produced = True
                     yield StreamText(text=piece)
-            calls = acc.tool_calls()
-            text = "".join(acc.text)
-            usage = acc.usage or _estimate_usage(request, text, calls)
-            usage = usage.model_copy(update={"cost_usd": cost_of(spec.model, usage)})
-            yield StreamDone(
-                text=text,
-                tool_calls=calls,
-                finish_reason=acc.finish_reason,
-                usage=usage,
-                model=acc.model or spec.model,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                attempts=attempt,
-            )
-            return
+            if _provider_finish_reason(response, acc) is None:
+                err = dropped(request, silent=True, received=received)
+            else:
+                calls = acc.tool_calls()
+                text = "".join(acc.text)
+                usage = acc.usage or _estimate_usage(request, text, calls)
+                usage = usage.model_copy(update={"cost_usd": cost_of(spec.model, usage)})
+                yield StreamDone(
+                    text=text,
+                    tool_calls=calls,
+                    finish_reason=acc.finish_reason,
+                    usage=usage,
+                    model=acc.model or spec.model,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    attempts=attempt,
+                )
+                return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # classified below; nothing escapes as a raw trace
-            err = classify(exc, request, key_env)
-            if not err.retryable or attempt > spec.num_retries:
-                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                yield StreamError(
-                    error_kind=err.kind, message=err.message + suffix, retryable=False
-                )
-                return
-            delay = err.retry_after or min(8.0, 0.5 * 2 ** (attempt - 1)) * (
-                0.8 + 0.4 * random.random()
-            )
-            if produced:
-                yield StreamError(
-                    error_kind="restart",
-                    message=f"{err.message}; retrying in {delay:.1f} s",
-                    retryable=True,
-                )
-            await asyncio.sleep(delay)
+            err = classify(exc, request, key_env, received=received)
+        if not err.retryable or attempt >= max_attempts:
+            suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+            yield StreamError(error_kind=err.kind, message=err.message + suffix, retryable=False)
+            return
+        delay = _backoff(attempt, err.retry_after)
+        yield StreamRetry(
+            attempt=attempt + 1,
+            max_attempts=max_attempts,
+            delay_s=round(delay, 2),
+            error_kind=err.kind,
+            message=err.cause,
+            discard_partial=produced,
+        )
+        await asyncio.sleep(delay)

@@ -33,6 +33,11 @@ Turn fields (a dict or a :class:`Turn`):
 ``drop``
     ``true``: close the connection after about half the chunks; an int N: after N chunks
     (0: close before any byte).
+``drop_mode``
+    how a stream is dropped: ``"reset"`` (default) cuts the connection inside the chunked body,
+    so the client sees an incomplete response; ``"eof"`` ends the HTTP response properly at the
+    drop point, so the client sees a well-formed body whose SSE stream just stops, without a
+    ``finish_reason`` or ``[DONE]`` (as when a proxy or a crashing worker closes the stream).
 ``when``
     ``{"contains": s}`` (last message), ``{"any_contains": s}`` (any message),
     ``{"system_contains": s}`` (system prompt); all given conditions must hold.
@@ -182,6 +187,7 @@ class Turn(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     hang: bool | int = False
     drop: bool | int = False
+    drop_mode: Literal["reset", "eof"] = "reset"
     when: When | None = None
     repeat: int | Literal["forever"] = 1
     label: str | None = None
@@ -639,6 +645,9 @@ class _Handler(BaseHTTPRequestHandler):
         for i, event in enumerate(events):
             if drop_after is not None and i >= drop_after:
                 llm._set_outcome(record, "dropped")
+                if turn.drop_mode == "eof":
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(b"0\r\n\r\n")
                 self._abort()
                 return
             if hang_after is not None and i >= hang_after:
