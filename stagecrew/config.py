@@ -9,8 +9,10 @@ half-configured: a ``ConfigError`` is raised before any actor exists.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,94 @@ PROJECT_DIR = ".stagecrew"
 
 class ConfigError(Exception):
     """A configuration problem a person must fix; the message says where and how."""
+
+
+# -- OS errors as sentences -------------------------------------------------------------------
+#
+# Reading a config file, an agent profile or a state directory can fail for reasons that are
+# not in the file at all: a directory on the way the user cannot enter (``chmod 000
+# .stagecrew``), a read-only file system. The sentence must name the path that is actually in
+# the way and the command that fixes it, not the path that was asked for.
+
+_ACCESS_BITS = {"r": os.R_OK, "w": os.W_OK, "x": os.X_OK}
+
+_ERRNO_FIXES = {
+    errno.EROFS: "use a writable location",
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space",
+    errno.ENOTDIR: "a part of the path is a file where a directory should be; move it away",
+    errno.EISDIR: "a directory is where a file should be; move it away",
+    errno.ELOOP: "fix the symbolic link",
+}
+
+
+def _missing_access(path: Path, want: str) -> str:
+    return "".join(c for c in want if not os.access(path, _ACCESS_BITS[c]))
+
+
+def _owner_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def find_blocker(target: Path, want: str, *, own: Path | None = None) -> tuple[Path, str] | None:
+    """The first path, from the root down to ``target``, that this user cannot use as needed.
+
+    Directories on the way need search permission (``x``); ``target`` needs ``want`` (e.g.
+    ``"r"`` for a file to read, ``"rwx"`` for a directory to write in). A missing ``target``
+    needs its nearest existing directory to be writable (``wx``), since it will be created.
+    Directories at or under ``own`` are stagecrew's own (``.stagecrew``, the state home) and
+    are asked for ``rwx``, because stagecrew reads, lists and writes there.
+    Returns ``(path, permissions it needs)`` or ``None`` when permissions are not the problem.
+    """
+    target = Path(os.path.abspath(target))
+    own = Path(os.path.abspath(own)) if own is not None else None
+    chain = [*reversed(target.parents), target]
+    for i, path in enumerate(chain):
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            parent = chain[i - 1] if i else path
+            return (parent, "rwx") if _missing_access(parent, "wx") else None
+        except OSError:
+            return None
+        needed = want if path == target else "x"
+        if own is not None and path != target and (path == own or own in path.parents):
+            needed = "rwx"
+        if _missing_access(path, needed):
+            return path, needed
+    return None
+
+
+def describe_os_error(
+    path: Path | str, exc: OSError, *, want: str = "r", own: Path | None = None
+) -> str:
+    """What is wrong and how to fix it, for an ``OSError`` met while using ``path``: e.g.
+    ``permission denied on /w/.stagecrew; fix it with chmod u+rwx /w/.stagecrew``."""
+    path = Path(path)
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+        blocker = find_blocker(path, want, own=own)
+        if blocker is not None:
+            where, needed = blocker
+            on = "" if where == Path(os.path.abspath(path)) else f" on {where}"
+            try:
+                owner = os.stat(where).st_uid
+            except OSError:
+                owner = os.geteuid()
+            if owner == os.geteuid():
+                return f"permission denied{on}; fix it with chmod u+{needed} {where}"
+            return (
+                f"permission denied{on}, which belongs to {_owner_name(owner)}; "
+                f"ask its owner for access or use another location"
+            )
+        return f"permission denied; check the permissions and ACLs of {path} (ls -ld {path})"
+    reason = (exc.strerror or str(exc)).lower()
+    fix = _ERRNO_FIXES.get(exc.errno or 0)
+    return f"{reason}; {fix}" if fix else reason
 
 
 class _Strict(BaseModel):
@@ -120,6 +210,9 @@ class RuntimeConfig(_Strict):
     namespace: str = "stagecrew"
     pool_size: int = Field(default=2, ge=0, le=64)
     event_flush_ms: int = Field(default=50, ge=0, le=5000)
+    # How many times a headless session whose agent process died is resumed without the
+    # person asking (0: it stops with `error` and `crew resume` continues it).
+    auto_resume: int = Field(default=0, ge=0, le=10)
 
 
 class Config(_Strict):
@@ -178,22 +271,49 @@ def user_config_dir() -> Path:
     return Path(_ucd("stagecrew"))
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    """``os.stat``, with every error meaning "not there" (a marker we cannot see is absent)."""
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
 def find_project_root(start: Path) -> Path:
     """The nearest directory holding ``.stagecrew/`` or ``.git``; else ``start`` itself."""
     start = start.resolve()
     for d in (start, *start.parents):
-        if (d / PROJECT_DIR).is_dir() or (d / ".git").exists():
+        marker = _stat(d / PROJECT_DIR)
+        if (marker is not None and stat.S_ISDIR(marker.st_mode)) or _stat(d / ".git"):
             return d
     return start
 
 
 def _read_json_layer(path: Path) -> Layer | None:
-    if not path.is_file():
-        return None
+    # Only a file that is not there is "no layer". Anything else in the way (a directory the
+    # user cannot enter, an unreadable file) is an error: skipping the file would quietly run
+    # with other settings (a project's `deny` rules among them).
+    own = path.parent
     try:
-        text = path.read_text(encoding="utf-8")
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+        raise ConfigError(
+            f"{path}: cannot read config file: {describe_os_error(path, exc, own=own)}"
+        ) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path}: not a regular file; a config file must be a JSON file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read config file: {describe_os_error(path, exc, own=own)}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
+        ) from exc
     try:
         data = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:

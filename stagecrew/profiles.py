@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stagecrew.config import describe_os_error
 from stagecrew.tools.permissions import Rule, RuleError, parse_rule
 
 __all__ = [
@@ -189,9 +190,14 @@ def load_profile(path: Path | str) -> AgentProfile:
     """Load one ``<name>.md`` profile; ``ProfileError`` on anything wrong with it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(path, f"cannot read profile: {exc}") from None
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        problem = describe_os_error(path, exc, own=path.parent)
+        raise ProfileError(path, f"cannot read profile: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(
+            path, f"cannot read profile: not valid UTF-8 (byte {exc.start}); save it as UTF-8"
+        ) from None
     return parse_profile(text, path.stem, path)
 
 
@@ -209,11 +215,24 @@ def shipped_agents_dir() -> Path | None:
 
 
 def _load_dir(directory: Path | None, into: dict[str, AgentProfile]) -> None:
-    if directory is None or not directory.is_dir():
+    # Only a directory that is not there means "no profiles here"; one the user cannot list
+    # is an error (skipping it would silently drop the project's agents and their rules).
+    if directory is None:
         return
-    for path in sorted(directory.glob("*.md")):
-        if path.is_file():
-            into[path.stem] = load_profile(path)
+    try:
+        with os.scandir(directory) as entries:
+            paths = sorted(
+                Path(entry.path)
+                for entry in entries
+                if entry.name.endswith(".md") and entry.is_file()
+            )
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        problem = describe_os_error(directory, exc, want="rx", own=directory.parent)
+        raise ProfileError(directory, f"cannot list agent profiles: {problem}") from None
+    for path in paths:
+        into[path.stem] = load_profile(path)
 
 
 def discover_profiles(

@@ -87,6 +87,74 @@ def _err(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _preflight(
+    cwd: Path | None = None, *, project: str | None = "create", home: str | None = "write"
+) -> None:
+    """The directories the command will use, checked before it starts anything (exit 2).
+
+    ``project``, the project's state dir (session logs): ``"create"`` (a new session: made if
+    missing, then written to), ``"write"`` (a resume: written to if there), ``"read"``, or
+    ``None``. ``home``, the per-user state home (the head record): ``"write"``, ``"read"`` or
+    ``None``."""
+    from stagecrew.cli import preflight
+
+    try:
+        if project is not None:
+            workspace = preflight.workspace_for(cwd)
+            preflight.check_project_state(
+                workspace, write=project != "read", create=project == "create"
+            )
+        if home is not None:
+            preflight.check_state_home(write=home == "write")
+    except preflight.PreflightError as exc:
+        raise _err(str(exc)) from None
+
+
+def _check_option_text(options: dict[str, str | None]) -> None:
+    from stagecrew.cli.prompt_input import undecodable_option
+
+    for name, value in options.items():
+        problem = undecodable_option(name, value)
+        if problem:
+            raise _err(problem)
+
+
+def _read_prompt(
+    prompt: str | None, prompt_file: Path | None, goal: str | None, *, continuing: bool
+) -> tuple[str, str | None]:
+    """The prompt from its sources (argument or ``-``, ``--prompt-file``, piped stdin) and the
+    ``--goal`` text, both decoded as UTF-8 with one warning line for replaced bytes. The rules
+    are in ``stagecrew.cli.prompt_input``."""
+    from stagecrew.cli.prompt_input import (
+        NO_PROMPT,
+        PromptError,
+        decode_argument,
+        replacement_warning,
+        resolve_prompt,
+        write_warnings,
+    )
+
+    def on_terminal() -> None:
+        sys.stderr.write("crew: reading the prompt from the terminal; end it with Ctrl-D\n")
+        sys.stderr.flush()
+
+    try:
+        resolved = resolve_prompt(prompt, prompt_file, on_terminal_read=on_terminal)
+    except PromptError as exc:
+        message = str(exc)
+        if continuing and message == NO_PROMPT:
+            message += " (crew resume continues without a new message)"
+        raise _err(message) from None
+    if goal is not None:
+        decoded = decode_argument(goal)
+        warning = replacement_warning([("--goal", decoded)])
+        if warning:
+            resolved.warnings.append(warning)
+        goal = decoded.text
+    write_warnings(resolved)
+    return resolved.text, goal
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"stagecrew {__version__}")
@@ -105,6 +173,7 @@ def root(
     if ctx.invoked_subcommand is None:
         # The chat needs a person at a terminal; piped or scripted, `crew` keeps printing help.
         if sys.stdin.isatty() and sys.stdout.isatty():
+            _preflight()
             from stagecrew.cli.chat import run_chat
 
             raise typer.Exit(run_chat())
@@ -113,7 +182,15 @@ def root(
 
 @app.command()
 def run(
-    prompt: Annotated[str, typer.Argument(help="What the agent should do.")],
+    prompt: Annotated[
+        str | None,
+        typer.Argument(
+            help="What the agent should do; - reads it from stdin. Text piped into crew is "
+            "added after it (a pipe that stays silent for 1 s is not read; "
+            "STAGECREW_STDIN_WAIT_S changes the wait).",
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOption = None,
     api_base: ApiBaseOption = None,
     max_steps: MaxStepsOption = None,
@@ -171,22 +248,43 @@ def run(
             help="Continue this project's latest session with PROMPT as your next message.",
         ),
     ] = False,
+    prompt_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompt-file",
+            help="Read the prompt from FILE (after PROMPT, if given); for prompts longer than "
+            "a command line takes.",
+        ),
+    ] = None,
 ) -> None:
     """Run one task headless and exit 0 only if it ends in success."""
     from stagecrew.cli.runner import resume_session, run_session
 
-    flags = _flags(model, api_base, max_steps, agent, address, ask_policy=permission_mode)
     if node_resource and max_candidates is not None:
         raise _err("--node-resource places one agent; Max Mode places its own candidates")
+    if continue_ and (goal is not None or max_candidates is not None):
+        raise _err("--continue cannot be combined with --goal or --max")
+    _check_option_text(
+        {
+            "--model": model,
+            "--api-base": api_base,
+            "--agent": agent,
+            "--permission-mode": permission_mode,
+            "--address": address,
+            "--node-resource": node_resource,
+        }
+    )
+    # The prompt first (a usage error must not create anything), then the directories.
+    text, goal = _read_prompt(prompt, prompt_file, goal, continuing=continue_)
+    _preflight(cwd, project="write" if continue_ else "create")
+    flags = _flags(model, api_base, max_steps, agent, address, ask_policy=permission_mode)
     if continue_:
-        if goal is not None or max_candidates is not None:
-            raise _err("--continue cannot be combined with --goal or --max")
         code = resume_session(
-            None, prompt, flags, output_format.value, background=background, cwd=cwd
+            None, text, flags, output_format.value, background=background, cwd=cwd
         )
         raise typer.Exit(code)
     code = run_session(
-        prompt,
+        text,
         flags,
         output_format.value,
         background=background,
@@ -220,6 +318,10 @@ def resume(
     The context is rebuilt from its event log and memory files; its task tree is kept."""
     from stagecrew.cli.runner import resume_session
 
+    _check_option_text(
+        {"--model": model, "--api-base": api_base, "--agent": agent, "--address": address}
+    )
+    _preflight(cwd, project="write")
     flags = _flags(model, api_base, max_steps, agent, address)
     raise typer.Exit(
         resume_session(session, None, flags, output_format.value, background=background, cwd=cwd)
@@ -239,6 +341,8 @@ def tasks(
     """A session's task tree (T1, T1.1 …) with each task's status."""
     from stagecrew.cli.runner import show_tasks
 
+    _preflight(cwd, project="read", home=None)
+
     raise typer.Exit(show_tasks(session, as_json, cwd=cwd))
 
 
@@ -249,6 +353,8 @@ def demo(
     """Fix a failing test in a bundled sample repo with real actors and a scripted model."""
     from stagecrew.cli.demo import run_demo
 
+    _preflight(project=None)
+
     raise typer.Exit(run_demo(keep=keep))
 
 
@@ -256,6 +362,8 @@ def demo(
 def down() -> None:
     """Stop the local Ray head that stagecrew started (and every session on it)."""
     from stagecrew.orchestrator.runtime import down as stop
+
+    _preflight(project=None)
 
     print(stop())
 
@@ -267,6 +375,8 @@ def ps(
 ) -> None:
     """The live actor tree: state, elapsed, steps, tokens, cost, memory."""
     from stagecrew.cli.runner import show_ps
+
+    _preflight(project=None, home="read")
 
     raise typer.Exit(show_ps(session, as_json))
 
@@ -282,6 +392,8 @@ def logs(
     """Show a session's events from its log (and follow it live with -f)."""
     from stagecrew.cli.runner import show_logs
 
+    _preflight(project="read", home="read")
+
     raise typer.Exit(show_logs(session, follow, output_format.value))
 
 
@@ -289,6 +401,8 @@ def logs(
 def attach(session: Annotated[str, typer.Argument(help="Session id.")]) -> None:
     """Replay what you missed, then follow live. Ctrl-C detaches; the work goes on."""
     from stagecrew.cli.runner import show_logs
+
+    _preflight(project="read", home="read")
 
     raise typer.Exit(show_logs(session, True, "text", detach_on_interrupt=True))
 
@@ -298,6 +412,8 @@ def cancel(target: Annotated[str, typer.Argument(help="A session id or an actor 
     """Cancel a session or an actor (children first, then a kill after a grace period)."""
     from stagecrew.cli.runner import cancel_target
 
+    _preflight(project=None, home="read")
+
     raise typer.Exit(cancel_target(target, kill=False))
 
 
@@ -305,6 +421,8 @@ def cancel(target: Annotated[str, typer.Argument(help="A session id or an actor 
 def kill(target: Annotated[str, typer.Argument(help="A session id or an actor id.")]) -> None:
     """Kill a session's actors or one actor at once."""
     from stagecrew.cli.runner import cancel_target
+
+    _preflight(project=None, home="read")
 
     raise typer.Exit(cancel_target(target, kill=True))
 
