@@ -18,6 +18,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # Every Ray node and driver in the tests is on loopback: take 127.0.0.1 as the node address
 # instead of letting Ray "connect" to 8.8.8.8 to find a route address.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# The test head is started with token auth off (see runtime.AUTH_MODE_VAR); tests that attach
+# to it with ray.init must say the same, whatever ~/.ray holds.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from stagecrew.testing.fixtures import scripted_llm  # noqa: F401  (re-exported fixture)
 

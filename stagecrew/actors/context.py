@@ -637,6 +637,31 @@ def resume_context(
             idx.close()
 
 
+def resumed_spec(
+    spec: AgentSpec, history: SessionHistory, prompt: str | None = None
+) -> tuple[AgentSpec, RebuildReport]:
+    """The spec of a run that continues a session: its transcript from the log (``history``),
+    the person's new words if any, and the context rebuilt from the session's memory. One
+    owner for ``crew resume``, ``crew run --continue`` and the supervisor's automatic resume
+    after a dead agent host. ``spec`` is a fresh spec for the session (its profile, models,
+    limits); its ``session_dir`` must name the session's directory."""
+    messages = [{"role": "system", "content": spec.system_prompt}, *history.messages]
+    person = list(history.person_messages)
+    if prompt:
+        messages.append({"role": "user", "content": prompt})
+        person.append(prompt)
+    spec = spec.model_copy(
+        update={
+            "actor_id": f"{spec.session}-r{len(history.primaries)}",
+            "messages": messages,
+            "goal": "\n\n".join(p for p in person if p.strip()) or None,
+            "adopt_tasks_from": history.primaries,
+        }
+    )
+    rebuilt, report = resume_context(spec)
+    return spec.model_copy(update={"messages": rebuilt}), report
+
+
 def agent_memory_paths(spec: AgentSpec) -> MemoryPaths:
     """Where an agent's memory layers live (the person's config dir for global memory)."""
     from stagecrew.config import user_config_dir

@@ -26,6 +26,7 @@ class ModelGateway:
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._per_provider = per_provider_concurrency
         self.calls = 0
+        self._warmed: float | None = None
         if preload:  # pay litellm's import once, at start, not on the first request
             from stagecrew.llm.client import warm_up
 
@@ -36,6 +37,8 @@ class ModelGateway:
         actor's own event loop: litellm and the OpenAI SDK set up their async clients, SSL
         contexts and stream parsers lazily (about 0.3 s), which the first session must not pay.
         Returns the seconds it took."""
+        if self._warmed is not None:  # once per process, however many ask
+            return self._warmed
         import time
 
         from stagecrew.llm.client import stream_completion
@@ -60,13 +63,27 @@ class ModelGateway:
             )
             async for _ in stream_completion(request, "unused"):
                 pass
-        return time.perf_counter() - started
+        self._warmed = time.perf_counter() - started
+        return self._warmed
 
     def ping(self) -> dict[str, int]:
         return {"pid": os.getpid(), "calls": self.calls}
 
     def register_credentials(self, session: str, credentials: dict[str, str]) -> None:
         self._credentials[session] = dict(credentials)
+
+    async def fetch_credentials(self, session: str) -> dict[str, str]:
+        """Keys for a session this process was never handed (it restarted since): none here;
+        the supervised wrapper asks the supervisor."""
+        return {}
+
+    async def _session_credentials(self, session: str) -> dict[str, str]:
+        if session not in self._credentials:
+            found = await self.fetch_credentials(session)
+            if found:
+                self._credentials[session] = found
+            return found
+        return self._credentials[session]
 
     def forget_session(self, session: str) -> None:
         self._credentials.pop(session, None)
@@ -86,9 +103,8 @@ class ModelGateway:
         key_env = required_key_env(request.spec)
         api_key = None
         if key_env:
-            api_key = self._credentials.get(request.session, {}).get(key_env) or os.environ.get(
-                key_env
-            )
+            session_keys = await self._session_credentials(request.session)
+            api_key = session_keys.get(key_env) or os.environ.get(key_env)
             if not api_key:
                 yield StreamError(
                     error_kind="missing_key",

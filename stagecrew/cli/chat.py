@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stagecrew.messages import (
     Envelope,
@@ -45,6 +45,9 @@ from stagecrew.messages import (
     UserInput,
     new_id,
 )
+
+if TYPE_CHECKING:
+    from stagecrew.orchestrator.control_api import SupervisorClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -490,7 +493,7 @@ class Chat:
         if app is not None and app.is_running:
             app.invalidate()
 
-    def _call(self, op: str, what: str, timeout: float = 15, **args: Any) -> dict[str, Any] | None:
+    def _call(self, what: str, call: Callable[[SupervisorClient], Any]) -> Any:
         """One control call; a failure is shown as one line and returns None.
 
         Besides the supervisor's own errors (ControlError), a reply slower than ``timeout``
@@ -499,7 +502,7 @@ class Chat:
         from stagecrew.orchestrator.control import ControlError
 
         try:
-            return self.client.call(op, timeout=timeout, **args)
+            return call(self.client)
         except (ControlError, OSError, ValueError) as exc:
             self.say(f"[red]{what}: {_esc(str(exc) or type(exc).__name__)}[/red]")
             return None
@@ -510,8 +513,8 @@ class Chat:
         from stagecrew.orchestrator.control import ControlError
         from stagecrew.orchestrator.runtime import RuntimeStartError, connect
 
-        def starting() -> None:
-            sys.stderr.write("crew: starting a local Ray head (first use; about 10 s)…\n")
+        def starting(line: str) -> None:
+            sys.stderr.write(f"crew: {line}\n")
             sys.stderr.flush()
 
         try:
@@ -527,12 +530,10 @@ class Chat:
         sid = new_id()
         try:
             prepared = self._prepare("", session_id=sid)
-            self.client.call(
-                "start_session",
-                timeout=60,
-                spec=prepared.spec.model_dump(mode="json"),
-                credentials=prepared.credentials,
-                config=self.config.public_dict(),
+            self.client.start_session(
+                prepared.spec,
+                prepared.credentials,
+                self.config.public_dict(),
                 # A chat stays open as long as the person likes: no wall time for the whole
                 # session (each run still has the agent's own), the token and cost caps hold.
                 limits={**self.config.limits.session_limits(), "wall_time_s": None},
@@ -560,14 +561,14 @@ class Chat:
         """End a session (the supervisor cancels a running turn first and writes the final
         ``session_finished``); errors are shown, never raised, since we are leaving anyway."""
         if sid is not None and self.client is not None:
-            self._call("end_session", f"could not end session {sid}", timeout=30, session=sid)
+            self._call(f"could not end session {sid}", lambda c: c.end_session(sid, timeout=30))
 
     def _follow(self, sid: str) -> None:
         """The follower thread: stream the session's envelopes until it ends."""
         from stagecrew.orchestrator.control import ControlError
 
         try:
-            for msg in self.client.stream("follow", session=sid, after_seq=0):
+            for msg in self.client.follow(sid):
                 if msg.get("end"):
                     return
                 env = Envelope.model_validate(msg)
@@ -636,18 +637,12 @@ class Chat:
             )
             self._carry = text
             return
-        reply = self._call(
-            "user_input",
-            "not sent",
-            timeout=30,
-            session=self.state.session,
-            text=text,
-            spec=prepared.spec.model_dump(mode="json"),
-        )
-        if reply is None:
+        sid = self.state.session
+        actor_id = self._call("not sent", lambda c: c.user_input(sid, text, prepared.spec))
+        if actor_id is None:
             self._carry = text
             return
-        self.state.turn_started(reply["actor_id"])
+        self.state.turn_started(actor_id)
 
     def cancel(self, quiet: bool = False) -> None:
         """Ask the supervisor to cancel the running turn, off the UI thread (the call is quick,
@@ -660,7 +655,7 @@ class Chat:
         self.say("[yellow]cancelling…[/yellow]")
 
         threading.Thread(
-            target=self._call, args=("cancel", "cancel failed"), kwargs={"target": sid},
+            target=self._call, args=("cancel failed", lambda c: c.cancel(sid)),
             name="cancel", daemon=True,
         ).start()  # fmt: skip
 
@@ -672,12 +667,10 @@ class Chat:
         word = {"once": "allowed once", "always": "allowed for this session", "deny": "denied"}
         colour = "red" if decision == "deny" else "green"
         self.say(f"[{colour}]{word[decision]}:[/{colour}] {_esc(request.summary)}")
+        sid = self.state.session
         self._call(
-            "permission_reply",
             "the answer did not reach the agent",
-            session=self.state.session,
-            request_id=request.request_id,
-            decision=decision,
+            lambda c: c.permission_reply(sid, request.request_id, decision),
         )
         self._invalidate()
 
@@ -742,7 +735,7 @@ class Chat:
                     "not start with: /clear starts a session that has it[/yellow]"
                 )
         elif cmd.name == "/ps":
-            reply = self._call("ps", "ps failed", session=self.state.session)
+            reply = self._call("ps failed", lambda c: c.ps(self.state.session))
             if reply is not None:
                 self.show_actors(reply["actors"])
         elif cmd.name == "/cancel":

@@ -11,8 +11,10 @@ from typing import Any
 
 from stagecrew.config import ConfigError, find_project_root, load_config
 from stagecrew.messages import Envelope, ModelRole, PermissionRequest, SessionFinished
-from stagecrew.orchestrator.control import ControlClient, ControlError
+from stagecrew.orchestrator.control import ControlError
+from stagecrew.orchestrator.control_api import SupervisorClient
 from stagecrew.orchestrator.eventlog import read_events, session_dir
+from stagecrew.orchestrator.runtime import RuntimeStartError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -22,14 +24,14 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _connect(address: str | None, pool_size: int = 2) -> ControlClient:
+def _connect(
+    address: str | None, pool_size: int = 2, *, start: bool = True, quiet: bool = False
+) -> SupervisorClient:
+    """The supervisor's client; a start or a restart being waited for is said in one line
+    (unless the caller already said why it is waiting)."""
     from stagecrew.orchestrator.runtime import connect
 
-    return connect(
-        address,
-        pool_size=pool_size,
-        on_start=lambda: _say("starting a local Ray head (first use; about 10 s)…"),
-    )
+    return connect(address, pool_size=pool_size, on_start=None if quiet else _say, start=start)
 
 
 def run_session(
@@ -45,7 +47,6 @@ def run_session(
     node_resource: str | None = None,
 ) -> int:
     from stagecrew.cli.session import SessionSetupError, credentials_for, prepare_session
-    from stagecrew.orchestrator.runtime import RuntimeStartError
 
     workspace = find_project_root(cwd or Path.cwd())
     extra: dict[str, Any] = {}
@@ -84,19 +85,26 @@ def run_session(
         return EXIT_USAGE
     try:
         client = _connect(config.runtime.address, config.runtime.pool_size)
-        reply = client.call(
-            "start_max_session" if "max" in extra else "start_session",
-            timeout=60,
-            spec=spec.model_dump(mode="json"),
-            credentials=credentials,
-            config=config.public_dict(),
-            limits=config.limits.session_limits(),
-            **extra,
-        )
+        if "max" in extra:
+            sid = client.start_max_session(
+                spec,
+                credentials,
+                config.public_dict(),
+                extra["max"],
+                limits=config.limits.session_limits(),
+            )
+        else:
+            sid = client.start_session(
+                spec,
+                credentials,
+                config.public_dict(),
+                limits=config.limits.session_limits(),
+                placement=extra.get("placement"),
+                auto_resume=config.runtime.auto_resume,
+            )
     except (ControlError, RuntimeStartError) as exc:
         _say(str(exc))
         return EXIT_FAILED
-    sid = reply["session"]
     log_path = session_dir(workspace, sid) / "events.jsonl"
     if background:
         if output_format == "json":
@@ -105,7 +113,12 @@ def run_session(
             print(sid)
         return EXIT_OK
     return follow_session(
-        client, sid, log_path, output_format, interactive_permissions=sys.stdin.isatty()
+        client,
+        sid,
+        log_path,
+        output_format,
+        interactive_permissions=sys.stdin.isatty(),
+        address=config.runtime.address,
     )
 
 
@@ -133,8 +146,11 @@ def _max_mode_report(log_path: Path) -> dict[str, Any] | None:
         return None
 
 
+MAX_RECONNECTS = 3
+
+
 def follow_session(
-    client: ControlClient,
+    client: SupervisorClient,
     sid: str,
     log_path: Path,
     output_format: str,
@@ -142,36 +158,74 @@ def follow_session(
     after_seq: int = 0,
     detach_on_interrupt: bool = False,
     interactive_permissions: bool = False,
+    address: str | None = None,
 ) -> int:
+    """Render the session's events until its stop record; the exit code is its stop reason.
+
+    A dropped control connection (the supervisor died or restarted) is said in one line;
+    the CLI reconnects (Ray restarts the supervisor on the same endpoint), reads what was
+    logged meanwhile from the log file — the restarted supervisor writes the stop record of a
+    session it could not keep — and follows on.
+    """
     from stagecrew.cli.render import TextRenderer, result_object
 
     renderer = TextRenderer() if output_format == "text" else None
     finished: SessionFinished | None = None
-    try:
-        for msg in client.stream("follow", session=sid, after_seq=after_seq):
-            if msg.get("end"):
-                break
-            env = Envelope.model_validate(msg)
-            if output_format == "stream-json":
-                print(json.dumps(msg), flush=True)
-            elif renderer is not None:
-                renderer.handle(env)
-            if isinstance(env.body, PermissionRequest) and interactive_permissions:
-                _answer_permission(client, sid, env.body)
-            if isinstance(env.body, SessionFinished):
-                finished = env.body
-    except KeyboardInterrupt:
-        if detach_on_interrupt:
-            _say(f"detached; session {sid} goes on (crew attach {sid})")
-            return EXIT_OK
-        _say(f"cancelling session {sid}…")
+    last = after_seq
+
+    def show(env: Envelope, raw: dict[str, Any] | None = None) -> None:
+        nonlocal finished, last
+        last = max(last, env.seq)
+        if output_format == "stream-json":
+            print(json.dumps(raw if raw is not None else env.model_dump(mode="json")), flush=True)
+        elif renderer is not None:
+            renderer.handle(env)
+        if isinstance(env.body, PermissionRequest) and interactive_permissions:
+            _answer_permission(client, sid, env.body)
+        if isinstance(env.body, SessionFinished):
+            finished = env.body
+
+    reconnects = 0
+    while finished is None:
         try:
-            client.call("cancel", target=sid)
-        except ControlError as exc:
-            _say(str(exc))
-        return EXIT_INTERRUPTED
-    except ControlError as exc:
-        _say(str(exc))
+            ended = False
+            for msg in client.follow(sid, after_seq=last):
+                if msg.get("end"):
+                    ended = True
+                    break
+                show(Envelope.model_validate(msg), msg)
+            problem = None if ended else "the connection closed"
+        except KeyboardInterrupt:
+            if detach_on_interrupt:
+                _say(f"detached; session {sid} goes on (crew attach {sid})")
+                return EXIT_OK
+            _say(f"cancelling session {sid}…")
+            try:
+                client.cancel(sid)
+            except (ControlError, OSError) as exc:
+                _say(str(exc))
+            return EXIT_INTERRUPTED
+        except (ControlError, OSError, ValueError) as exc:
+            problem = str(exc) or type(exc).__name__
+        if finished is not None or problem is None:
+            break
+        for env in read_events(log_path, after_seq=last):  # what the log got meanwhile
+            show(env)
+        if finished is not None:
+            break
+        if reconnects >= MAX_RECONNECTS or f"unknown session {sid}" in problem:
+            _say(
+                f"lost session {sid}: {problem}; its log is {log_path} "
+                f"(crew resume {sid} continues it)"
+            )
+            break
+        reconnects += 1
+        _say(f"lost the connection to the supervisor ({problem}); reconnecting…")
+        try:
+            client = _connect(address, start=False, quiet=True)
+        except (ControlError, RuntimeStartError) as exc:
+            _say(f"the supervisor did not come back: {exc} (crew resume {sid} continues it)")
+            break
     if output_format == "json":
         result = result_object(sid, finished, log_path)
         report = _max_mode_report(log_path)
@@ -185,14 +239,14 @@ def follow_session(
     return EXIT_OK if finished.stop_reason.success else EXIT_FAILED
 
 
-def _answer_permission(client: ControlClient, sid: str, request: PermissionRequest) -> None:
+def _answer_permission(client: SupervisorClient, sid: str, request: PermissionRequest) -> None:
     answer = ""
     while answer not in ("y", "a", "n"):
         sys.stderr.write(f"allow {request.summary}? [y]es once / [a]lways this session / [n]o: ")
         sys.stderr.flush()
         answer = (sys.stdin.readline() or "n").strip().lower()[:1] or "n"
     decision = {"y": "once", "a": "always", "n": "deny"}[answer]
-    client.call("permission_reply", session=sid, request_id=request.request_id, decision=decision)
+    client.permission_reply(sid, request.request_id, decision)
 
 
 def _find_log(sid: str) -> Path | None:
@@ -205,14 +259,14 @@ def show_logs(
 ) -> int:
     """Replay the log from disk; with ``follow``, continue live from the supervisor."""
     from stagecrew.cli.render import TextRenderer
-    from stagecrew.orchestrator.runtime import RuntimeStartError, connect
+    from stagecrew.orchestrator.runtime import connect
 
-    client: ControlClient | None = None
+    client: SupervisorClient | None = None
     workspace: Path | None = None
     if follow or _find_log(sid) is None:
         try:
             client = connect(os.environ.get("RAY_ADDRESS"), start=False)
-            info = client.call("session_info", session=sid)
+            info = client.session_info(sid)
             workspace = Path(info["workspace"])
         except (ControlError, RuntimeStartError):
             client = None
@@ -244,10 +298,10 @@ def show_logs(
 
 
 def show_ps(session: str | None, as_json: bool) -> int:
-    from stagecrew.orchestrator.runtime import RuntimeStartError, connect
+    from stagecrew.orchestrator.runtime import connect
 
     try:
-        reply = connect(os.environ.get("RAY_ADDRESS"), start=False).call("ps", session=session)
+        reply = connect(os.environ.get("RAY_ADDRESS"), start=False).ps(session)
     except (ControlError, RuntimeStartError) as exc:
         _say(str(exc))
         return EXIT_FAILED
@@ -279,17 +333,15 @@ def show_ps(session: str | None, as_json: bool) -> int:
 
 
 def cancel_target(target: str, kill: bool) -> int:
-    from stagecrew.orchestrator.runtime import RuntimeStartError, connect
+    from stagecrew.orchestrator.runtime import connect
 
     try:
-        reply = connect(os.environ.get("RAY_ADDRESS"), start=False).call(
-            "cancel", target=target, kill=kill
-        )
+        cancelled = connect(os.environ.get("RAY_ADDRESS"), start=False).cancel(target, kill=kill)
     except (ControlError, RuntimeStartError) as exc:
         _say(str(exc))
         return EXIT_FAILED
     verb = "killed" if kill else "cancelling"
-    print(f"{verb}: {', '.join(reply['cancelled']) or 'nothing running'}")
+    print(f"{verb}: {', '.join(cancelled) or 'nothing running'}")
     return EXIT_OK
 
 
@@ -297,12 +349,17 @@ def cancel_target(target: str, kill: bool) -> int:
 
 
 def latest_session(workspace: Path) -> str | None:
-    """The project's most recently active session: the newest ``events.jsonl``."""
+    """The project's most recently active session: the newest ``events.jsonl`` that holds a
+    session (an empty or unreadable one, left by a crash, is skipped)."""
     root = workspace / ".stagecrew" / "state" / "sessions"
-    logs = list(root.glob("*/events.jsonl")) if root.is_dir() else []
-    if not logs:
+    try:
+        logs = [p for p in root.glob("*/events.jsonl") if p.stat().st_size > 0]
+    except OSError:
         return None
-    return max(logs, key=lambda p: p.stat().st_mtime).parent.name
+    for path in sorted(logs, key=lambda p: p.stat().st_mtime, reverse=True):
+        if next(read_events(path), None) is not None:
+            return path.parent.name
+    return None
 
 
 def resume_session(
@@ -322,10 +379,9 @@ def resume_session(
     it near its limit. The run is started with the same session id, so the supervisor appends
     to the same ``events.jsonl``; the new actor adopts the open tasks of the earlier ones.
     """
-    from stagecrew.actors.context import history_from_events, resume_context
+    from stagecrew.actors.context import history_from_events, resumed_spec
     from stagecrew.cli.session import SessionSetupError, credentials_for, prepare_session
     from stagecrew.messages import ModelRole
-    from stagecrew.orchestrator.runtime import RuntimeStartError
 
     workspace = find_project_root(cwd or Path.cwd())
     sid = sid or latest_session(workspace)
@@ -355,40 +411,24 @@ def resume_session(
     try:
         client = _connect(config.runtime.address)
         try:
-            info = client.call("session_info", session=sid)
+            info = client.session_info(sid)
         except ControlError:  # not known to this supervisor (it restarted): not running
             info = {"finished": True}
         if not info.get("finished", True):
             _say(f"session {sid} is still running (crew attach {sid}, or crew cancel {sid})")
             return EXIT_USAGE
-        spec = prepared.spec
-        messages = [{"role": "system", "content": spec.system_prompt}, *history.messages]
-        person = list(history.person_messages)
-        if prompt:
-            messages.append({"role": "user", "content": prompt})
-            person.append(prompt)
-        spec = spec.model_copy(
-            update={
-                "actor_id": f"{sid}-r{len(history.primaries)}",
-                "messages": messages,
-                "goal": "\n\n".join(p for p in person if p.strip()) or None,
-                "adopt_tasks_from": history.primaries,
-                "session_dir": str(session_dir(workspace, sid)),
-            }
-        )
-        rebuilt, report = resume_context(spec)
-        spec = spec.model_copy(update={"messages": rebuilt})
+        spec = prepared.spec.model_copy(update={"session_dir": str(session_dir(workspace, sid))})
+        spec, report = resumed_spec(spec, history, prompt)
         _say(
             f"resuming session {sid}: {len(history.messages)} messages from its log, "
             f"context rebuilt from memory ({report.before:,} → {report.after:,} tokens)"
         )
-        client.call(
-            "start_session",
-            timeout=60,
-            spec=spec.model_dump(mode="json"),
-            credentials=credentials,
-            config=config.public_dict(),
+        client.start_session(
+            spec,
+            credentials,
+            config.public_dict(),
             limits=config.limits.session_limits(),
+            auto_resume=config.runtime.auto_resume,
         )
     except (ControlError, RuntimeStartError) as exc:
         _say(str(exc))
@@ -406,6 +446,7 @@ def resume_session(
         output_format,
         after_seq=history.last_seq,
         interactive_permissions=sys.stdin.isatty(),
+        address=config.runtime.address,
     )
 
 

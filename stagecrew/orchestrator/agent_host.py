@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
 from typing import Any
-
-import ray
 
 from stagecrew.actors.agent import Agent
 from stagecrew.actors.spec import AgentResult, AgentSpec
@@ -22,12 +19,11 @@ from stagecrew.messages import (
     Envelope,
     Heartbeat,
     Message,
-    ModelRequest,
     ModelRole,
     PermissionRequest,
     StopReason,
-    StreamItem,
 )
+from stagecrew.orchestrator.model_port import RayModelPort
 from stagecrew.orchestrator.procs import ACTOR_ID_VAR
 from stagecrew.tools.registry import default_tools
 
@@ -66,25 +62,6 @@ class Outbox:
         self._wake.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._task, timeout=10)
-
-
-class RayModelPort:
-    """The gateway's Ray streaming generator, as the async iterator the agent expects."""
-
-    def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
-
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        gen = self.gateway.stream.remote(request)
-        finished = False
-        try:
-            async for ref in gen:
-                yield await ref
-            finished = True
-        finally:
-            if not finished:
-                with contextlib.suppress(Exception):
-                    ray.cancel(gen)
 
 
 def _warm_up() -> None:
@@ -174,7 +151,7 @@ class AgentHost:
         return os.getpid()
 
     async def run(
-        self, spec: AgentSpec, supervisor: Any, gateway: Any, heartbeat_s: float = 2.0
+        self, spec: AgentSpec, supervisor: Any, gateways: list[Any], heartbeat_s: float = 2.0
     ) -> AgentResult:
         # Every process a tool starts inherits this, so the supervisor can find and kill what
         # is left even if this process is SIGKILLed.
@@ -195,7 +172,7 @@ class AgentHost:
             goal_gate = GoalGate(spec.goal_spec, port, outbox, actor_id=spec.actor_id)
         self.agent = Agent(
             spec,
-            RayModelPort(gateway),
+            RayModelPort(gateways),
             outbox,
             ask_permission=ask,
             checkpoint=RayCheckpointPort(supervisor, spec),
@@ -209,9 +186,12 @@ class AgentHost:
         except asyncio.CancelledError:  # the Ray call itself was cancelled
             self._task.cancel()
             result = await self._task
-        except Exception as exc:
+        except Exception as exc:  # a bug in the loop: one line, never a multi-line dump
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             result = AgentResult(
-                actor_id=spec.actor_id, stop_reason=StopReason.ERROR, error=str(exc)
+                actor_id=spec.actor_id,
+                stop_reason=StopReason.ERROR,
+                error=f"{type(exc).__name__}: {first}",
             )
         finally:
             beat.cancel()

@@ -2,6 +2,10 @@
 
 Run as a child process by ``runtime``, so the CLI itself never imports ray: this process pays
 the import and the attach, creates the detached actors, and exits; they stay on the head.
+
+The supervisor is created with its control token and port, and with ``max_restarts=-1``: when
+its process dies Ray starts a new one with the same arguments, which serves the same endpoint
+(the head record stays true) after it has ended what its predecessor left running.
 """
 
 from __future__ import annotations
@@ -10,6 +14,46 @@ import argparse
 import json
 import logging
 import os
+import secrets
+import socket
+from typing import Any
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def get_or_create_supervisor(
+    state_home: str, namespace: str, cluster_address: str, pool_size: int
+) -> Any:
+    import ray
+
+    from stagecrew.orchestrator.names import SUPERVISOR_NAME
+    from stagecrew.orchestrator.supervisor import Supervisor
+
+    host = ray.util.get_node_ip_address()
+    return (
+        ray.remote(Supervisor)
+        .options(
+            name=SUPERVISOR_NAME,
+            namespace=namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            max_concurrency=1000,
+            max_restarts=-1,
+        )
+        .remote(
+            state_home,
+            namespace,
+            pool_size,
+            cluster_address,
+            secrets.token_urlsafe(24),
+            _free_port(host),
+        )
+    )
 
 
 def main() -> None:
@@ -33,8 +77,6 @@ def main() -> None:
         logging_level=logging.ERROR,
         configure_logging=False,
     )
-    from stagecrew.orchestrator.hosts import get_or_create_supervisor
-
     supervisor = get_or_create_supervisor(
         args.state_home, args.namespace, args.address, args.pool_size
     )

@@ -20,7 +20,7 @@ import ray
 from stagecrew.actors.checkpoint_writer import CheckpointWriter
 from stagecrew.envutil import restore_process_env
 from stagecrew.messages import Envelope, Message, ModelSpecWire
-from stagecrew.orchestrator.agent_host import RayModelPort
+from stagecrew.orchestrator.model_port import RayModelPort
 
 
 class _Poster:
@@ -58,7 +58,7 @@ class _Poster:
 
     def _find_supervisor(self) -> Any:
         if self._supervisor is None:
-            from stagecrew.orchestrator.hosts import SUPERVISOR_NAME
+            from stagecrew.orchestrator.names import SUPERVISOR_NAME
 
             with contextlib.suppress(Exception):
                 namespace = ray.get_runtime_context().namespace
@@ -73,10 +73,15 @@ class _Poster:
 
 class CheckpointWriterHost:
     """Ray-facing wrapper; built by the supervisor as ``(session, workspace, session_dir,
-    gateway, model)``."""
+    gateways, model)``."""
 
     def __init__(
-        self, session: str, workspace: str, session_dir: str, gateway: Any, model: ModelSpecWire
+        self,
+        session: str,
+        workspace: str,
+        session_dir: str,
+        gateways: list[Any],
+        model: ModelSpecWire,
     ) -> None:
         restore_process_env()
         self.actor_id = f"{session}-checkpoint"
@@ -85,7 +90,7 @@ class CheckpointWriterHost:
             session,
             workspace,
             session_dir,
-            RayModelPort(gateway),
+            RayModelPort(gateways),
             model,
             events=self.poster,
             actor_id=self.actor_id,

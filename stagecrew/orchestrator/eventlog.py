@@ -77,21 +77,34 @@ def _ends_torn(path: Path) -> bool:
         return fh.read(1) != b"\n"
 
 
-def last_seq(path: Path) -> int:
-    """The highest seq in an existing log (resumed sessions keep counting)."""
+def _tail_lines(path: Path, size: int = 65536) -> list[bytes]:
     if not path.exists() or path.stat().st_size == 0:
-        return 0
+        return []
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 65536))
-        tail = fh.read().splitlines()
-    for raw in reversed(tail):
+        end = fh.tell()
+        fh.seek(max(0, end - size))
+        return fh.read().splitlines()
+
+
+def last_seq(path: Path) -> int:
+    """The highest seq in an existing log (resumed sessions keep counting)."""
+    for raw in reversed(_tail_lines(path)):
         try:
             return int(json.loads(raw)["seq"])
         except (ValueError, KeyError, TypeError):
             continue
     return 0
+
+
+def last_kind(path: Path) -> str | None:
+    """The ``kind`` of the log's last well-formed envelope (cheap: reads the tail only)."""
+    for raw in reversed(_tail_lines(path)):
+        try:
+            return str(json.loads(raw)["body"]["kind"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def read_events(path: Path, after_seq: int = 0) -> Iterator[Envelope]:

@@ -38,6 +38,7 @@ from stagecrew.messages import (
     StreamError,
 )
 from stagecrew.orchestrator.eventlog import ensure_state_ignored
+from stagecrew.orchestrator.model_port import RayModelPort
 
 
 class JudgeModelError(RuntimeError):
@@ -52,14 +53,14 @@ class JudgeHost:
         session: str,
         workspace: str,
         session_dir: str,
-        gateway: Any,
+        gateways: list[Any],
         model: ModelSpecWire,
     ) -> None:
         restore_process_env()
         self.session = session
         self.workspace = Path(workspace)
         self.session_dir = Path(session_dir)
-        self.gateway = gateway
+        self.port = RayModelPort(gateways)
         self.model = model.model_copy(update={"temperature": 0.0})
         self.actor_id = f"{session}-judge"
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -76,8 +77,6 @@ class JudgeHost:
     async def _complete(self, messages: list[dict[str, Any]]) -> str:
         """One judge-model call, streamed through the gateway like an agent's (same retries,
         keys and error lines); its usage is logged under the judge's id."""
-        import ray
-
         request = ModelRequest(
             session=self.session,
             actor_id=self.actor_id,
@@ -85,29 +84,18 @@ class JudgeHost:
             spec=self.model,
             messages=messages,
         )
-        gen = self.gateway.stream.remote(request)
-        finished = False
-        try:
-            async for ref in gen:
-                item = await ref
-                if isinstance(item, StreamError):
-                    if item.retryable:  # the gateway retries; the partial text is void
-                        continue
-                    raise JudgeModelError(item.message)
-                if isinstance(item, StreamDone):
-                    finished = True
-                    await self._post_usage(item)
-                    return item.text
-        finally:
-            if not finished:
-                with contextlib.suppress(Exception):
-                    ray.cancel(gen)
+        async for item in self.port.stream(request):
+            if isinstance(item, StreamError):  # final: retries are StreamRetry items
+                raise JudgeModelError(item.message)
+            if isinstance(item, StreamDone):
+                await self._post_usage(item)
+                return item.text
         raise JudgeModelError("the judge model's stream ended without a final message")
 
     async def _post_usage(self, done: StreamDone) -> None:
         import ray
 
-        from stagecrew.orchestrator.hosts import SUPERVISOR_NAME
+        from stagecrew.orchestrator.names import SUPERVISOR_NAME
 
         with contextlib.suppress(Exception):
             if self._supervisor is None:

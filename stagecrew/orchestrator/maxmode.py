@@ -45,7 +45,7 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +62,8 @@ from stagecrew.messages import (
     StopReason,
     Usage,
 )
+from stagecrew.orchestrator.sessions import EventHub, SessionRuntime
+from stagecrew.orchestrator.tree import CANCEL_GRACE_S, ActorRecord, ActorTree
 from stagecrew.tools.snapshots import GitError, encode_patch
 from stagecrew.tools.worktrees import (
     PatchApplyError,
@@ -72,7 +74,40 @@ from stagecrew.tools.worktrees import (
 
 if TYPE_CHECKING:
     from stagecrew.actors.spec import AgentResult, AgentSpec
-    from stagecrew.orchestrator.supervisor import ActorRecord, SessionRuntime, Supervisor
+
+
+class MaxModeHost(Protocol):
+    """What the coordinator needs from the supervisor: its public interface, nothing else."""
+
+    hub: EventHub
+    tree: ActorTree
+
+    def open_session(
+        self,
+        spec: AgentSpec,
+        credentials: dict[str, str],
+        *,
+        interactive: bool = False,
+        limits: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> tuple[SessionRuntime, AgentSpec]: ...
+
+    async def register_credentials(self, session: SessionRuntime) -> None: ...
+
+    async def service(self, session_id: str, kind: str, model: ModelSpecWire) -> Any: ...
+
+    async def spawn_child(self, spec: AgentSpec, description: str = "") -> str: ...
+
+    async def cancel(
+        self, target: str, kill: bool = False, reason: str = "cancelled", detail: str = ""
+    ) -> list[str]: ...
+
+    async def complete(
+        self, session_id: str, actor_id: str, model: ModelSpecWire, messages: list[dict[str, Any]]
+    ) -> str: ...
+
+    async def finish_session(self, session: SessionRuntime, result: AgentResult) -> None: ...
+
 
 MaxPolicy = Literal["best", "first-pass"]
 REPORT_FILE = "maxmode.json"
@@ -142,7 +177,7 @@ def coordinator_id(session: str) -> str:
 
 
 async def start_max_mode(
-    sup: Supervisor,
+    sup: MaxModeHost,
     spec: AgentSpec,
     credentials: dict[str, str],
     config: dict[str, Any],
@@ -160,7 +195,7 @@ async def start_max_mode(
 
 
 async def _open_session(
-    sup: Supervisor,
+    sup: MaxModeHost,
     spec: AgentSpec,
     credentials: dict[str, str],
     config: dict[str, Any],
@@ -170,14 +205,12 @@ async def _open_session(
     """``Supervisor.start_session`` without starting a primary agent: the coordinator is the
     session's primary, so the supervisor's own end-of-primary handling never fires and the
     coordinator ends the session itself."""
-    from stagecrew.orchestrator.supervisor import ActorRecord
-
-    session, spec = sup.open_session(spec, credentials, limits=limits)
+    session, spec = sup.open_session(spec, credentials, limits=limits, config=config)
     sid = session.session
     models = [m.model for m in _candidate_models(spec, max_spec)]
     public = max_spec.model_dump(mode="json", exclude={"candidate_models", "judge_model"})
     public["candidate_models"] = models
-    await sup._emit(
+    await sup.hub.emit(
         session,
         SessionStarted(
             prompt=spec.prompt,
@@ -187,7 +220,7 @@ async def _open_session(
             config={**config, "max_mode": public},
         ),
     )
-    await sup.gateway.register_credentials.remote(sid, credentials)
+    await sup.register_credentials(session)
     coordinator = ActorRecord(
         actor_id=coordinator_id(sid),
         session=sid,
@@ -198,7 +231,7 @@ async def _open_session(
         state=ActorState.RUNNING,
         model=_judge_model(spec, max_spec).model,
     )
-    sup.actors[coordinator.actor_id] = coordinator
+    sup.tree.add(coordinator)
     session.primary = coordinator.actor_id
     return session
 
@@ -234,7 +267,7 @@ class MaxModeRun:
     """The coordinator of one Max Mode session (runs as a task in the supervisor's loop)."""
 
     def __init__(
-        self, sup: Supervisor, session: SessionRuntime, spec: AgentSpec, max_spec: MaxModeSpec
+        self, sup: MaxModeHost, session: SessionRuntime, spec: AgentSpec, max_spec: MaxModeSpec
     ) -> None:
         self.sup = sup
         self.session = session
@@ -259,12 +292,12 @@ class MaxModeRun:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _notice(self, text: str, level: Literal["info", "warning", "error"] = "info") -> None:
-        await self.sup._emit(
+        await self.sup.hub.emit(
             self.session, Notice(actor_id=self.coordinator, level=level, text=text)
         )
 
     def _record(self, actor_id: str) -> ActorRecord | None:
-        return self.sup.actors.get(actor_id)
+        return self.sup.tree.get(actor_id)
 
     def _stopped_from_outside(self) -> str | None:
         """Why the session was stopped by someone else (person or watchdog), if it was: every
@@ -503,7 +536,7 @@ class MaxModeRun:
             total_tokens=usage.total_tokens,
             cost_usd=usage.cost_usd,
         )
-        await self.sup._emit(
+        await self.sup.hub.emit(
             self.session,
             CandidateFinished(
                 actor_id=slot.actor_id,
@@ -576,8 +609,6 @@ class MaxModeRun:
         for record in live:
             with contextlib.suppress(Exception):
                 await self.sup.cancel(record.actor_id)
-        from stagecrew.orchestrator.supervisor import CANCEL_GRACE_S
-
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 asyncio.gather(*(r.done.wait() for r in live)), timeout=CANCEL_GRACE_S + 5
@@ -633,7 +664,7 @@ class MaxModeRun:
             record.result = final
             record.state = ActorState.FINISHED if reason.success else ActorState.FAILED
             record.done.set()
-        await self.sup._finish_session(self.session, final)
+        await self.sup.finish_session(self.session, final)
 
     # -- text --------------------------------------------------------------------------------
 

@@ -32,12 +32,18 @@ from typing import Any
 
 from stagecrew import __version__
 from stagecrew.envutil import blackhole_env
-from stagecrew.orchestrator.control import ControlClient, ControlError
+from stagecrew.orchestrator.control import ControlError
+from stagecrew.orchestrator.control_api import SupervisorClient
+from stagecrew.orchestrator.names import HEAD_ID_VAR
 
-HEAD_ID_VAR = "STAGECREW_HEAD_ID"
 # Ray's switch that makes a node take 127.0.0.1 as its own address instead of finding its
 # route address by "connecting" to 8.8.8.8: right for a local head, wrong for a real cluster.
 LOOPBACK_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray turns token authentication on for `ray start` whenever ~/.ray/auth_token exists (any
+# earlier `ray.init()` may have written one), but a driver only sends the token when this says
+# "token": the bootstrap could then never attach. A local head says "disabled" to both sides
+# unless the person chose a mode, as it was before the file appeared; it listens on 127.0.0.1.
+AUTH_MODE_VAR = "RAY_AUTH_MODE"
 
 
 class RuntimeStartError(Exception):
@@ -56,8 +62,8 @@ class HeadRecord:
     version: str
     local: bool = True
 
-    def client(self, timeout: float = 10.0) -> ControlClient:
-        return ControlClient(self.control_host, self.control_port, self.token, timeout=timeout)
+    def client(self, timeout: float = 10.0) -> SupervisorClient:
+        return SupervisorClient(self.control_host, self.control_port, self.token, timeout=timeout)
 
 
 def state_home() -> Path:
@@ -128,39 +134,85 @@ def _start_lock() -> Any:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# How long a command waits for a supervisor that Ray is restarting (it comes back on the
+# same endpoint in about 2 s) before it bootstraps one itself.
+SUPERVISOR_RESTART_WAIT_S = 8.0
+FIRST_USE = "starting a local Ray head (first use; about 10 s)…"
+RESTARTING = "the stagecrew supervisor is not answering; waiting for its restart…"
+
+
+def _wait_alive(record: HeadRecord, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _alive(record):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def connect(
-    address: str | None = None, *, start: bool = True, on_start: Any = None, pool_size: int = 2
-) -> ControlClient:
-    """A client for the supervisor: attach to what runs, start a local head if nothing does."""
+    address: str | None = None,
+    *,
+    start: bool = True,
+    on_start: Any = None,
+    pool_size: int = 2,
+    wait_restart: bool = True,
+) -> SupervisorClient:
+    """A client for the supervisor: attach to what runs (or to the supervisor Ray is
+    restarting), start a local head if nothing runs. ``on_start(line)`` is told, in one line,
+    when the command has to wait for a start."""
     if address:
         return _connect_cluster(address, pool_size)
     record = read_record()
     if record and _alive(record):
         return record.client()
-    if not start:
+    gcs_up = bool(record and record.local and _gcs_reachable(record.gcs_address))
+    if not start and not gcs_up:
         raise RuntimeStartError(
             "no stagecrew head is running (any command that needs one starts it)"
         )
+    if record and gcs_up:
+        if on_start:
+            on_start(RESTARTING)
+        if wait_restart and _wait_alive(record, SUPERVISOR_RESTART_WAIT_S):
+            return record.client()
     with _start_lock():
         record = read_record()  # another command may have started it meanwhile
         if record and _alive(record):
             return record.client()
-        if on_start:
-            on_start()
         if record and record.local and _gcs_reachable(record.gcs_address):
             record = _bootstrap(record, pool_size)  # Ray is up, only the supervisor was lost
         else:
+            if not start:
+                raise RuntimeStartError(
+                    "the stagecrew head stopped (any command that needs one starts it)"
+                )
+            if on_start:
+                on_start(FIRST_USE)
             if record:
                 stop_head(record)
+                _end_sessions_of(record, "vanished")
             record = _bootstrap(start_head(), pool_size)
         write_record(record)
         return record.client()
 
 
-def _connect_cluster(address: str, pool_size: int) -> ControlClient:
+def _end_sessions_of(record: HeadRecord, why: str) -> list[str]:
+    """Stop records for the sessions a head that is gone left without one."""
+    from stagecrew.orchestrator import recovery
+
+    ending = recovery.HEAD_VANISHED if why == "vanished" else recovery.HEAD_STOPPED
+    try:
+        ended = recovery.recover(state_home(), record.gcs_address, ending)
+    except OSError:
+        return []
+    return [cut.session for cut, _ in ended]
+
+
+def _connect_cluster(address: str, pool_size: int) -> SupervisorClient:
     """On a cluster the supervisor is found (or created) through Ray itself."""
     out = _run_bootstrap(address, state_home() / "bootstrap.log", pool_size)
-    return ControlClient(out["host"], out["port"], out["token"])
+    return SupervisorClient(out["host"], out["port"], out["token"])
 
 
 def start_head() -> HeadRecord:
@@ -170,6 +222,7 @@ def start_head() -> HeadRecord:
     env[HEAD_ID_VAR] = temp_dir
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env[LOOPBACK_ONLY_VAR] = "0"
+    env.setdefault(AUTH_MODE_VAR, "disabled")
     env["RAY_DEDUP_LOGS"] = "0"
     cmd = [
         sys.executable,
@@ -223,6 +276,7 @@ def _run_bootstrap(address: str, log_path: Path, pool_size: int = 2) -> dict[str
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     if address.startswith(("127.0.0.1:", "localhost:")):
         env[LOOPBACK_ONLY_VAR] = "0"
+        env.setdefault(AUTH_MODE_VAR, "disabled")
     cmd = [
         sys.executable,
         "-m",
@@ -309,8 +363,10 @@ def down() -> str:
         return "no stagecrew head is recorded"
     if _alive(record):
         with contextlib.suppress(ControlError, OSError):
-            record.client(timeout=5).call("shutdown", timeout=5)
+            record.client(timeout=10).shutdown(timeout=10)
     count = stop_head(record)
+    # Whatever the supervisor could not end (it was dead, or too slow) gets its stop record.
+    _end_sessions_of(record, "stopped")
     with contextlib.suppress(OSError):
         record_path().unlink()
     return f"stopped the stagecrew head ({count} processes)"

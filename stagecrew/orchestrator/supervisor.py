@@ -1,12 +1,22 @@
-"""The supervisor: one named, detached actor per Ray namespace.
+"""The supervisor: one named, detached actor per Ray namespace, composed of parts with one
+job each.
 
-It owns the actor tree and the sessions: spawns agents (from a warm pool of pre-started
-hosts), appends every envelope to the session's ``events.jsonl`` (the single writer, so log
-order is the one order), streams envelopes to attached CLIs over the control channel, answers
-permission asks, and turns every way an actor can end — a result, a cancel, a limit, a crash —
-into an explicit ``ActorFinished``/``ActorFailed`` with a ``StopReason``. A watchdog enforces
-wall time, token and cost budgets and heartbeats; when the supervisor itself restarts it
-rebuilds the tree from the logs and marks what died with it.
+* ``tree.ActorTree`` — who runs, under whom, in which state;
+* ``sessions.EventHub`` — open sessions and their logs (the single writer) and followers;
+* ``control_server.ControlServer`` — the typed line protocol the CLI and the chat speak;
+* ``pool.HostPool`` — warm agent hosts; ``services.SessionServices`` — checkpoint writer
+  and judge; ``watchdog.Watchdog`` — limits no agent enforces on itself;
+* ``recovery`` — what a dead predecessor left: stop records in its logs, no process alive.
+
+What stays here is the lifecycle of runs: start a session, spawn an actor, watch it to its
+end whatever that end is, cancel a subtree, finish the session with a ``StopReason``.
+
+Supervision policies (OTP's, chosen by what each child holds): the model gateways are
+stateless — Ray restarts them and agents fail over to the node's other replica; an agent host
+holds a run — when it dies its actor fails and the session stays resumable; services restart
+once and read their state back from the session's files; the supervisor itself restarts
+(``max_restarts=-1``), and before it answers anyone it ends what its predecessor left running,
+in the logs and in the process table.
 """
 
 from __future__ import annotations
@@ -15,10 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import time
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +37,12 @@ from stagecrew.envutil import restore_process_env
 from stagecrew.messages import (
     ActorFailed,
     ActorFinished,
-    ActorRole,
     ActorStarted,
     ActorState,
     ActorStateChanged,
     Envelope,
-    Heartbeat,
-    Message,
+    ModelRequest,
+    ModelRole,
     ModelSpecWire,
     ModelUsage,
     Notice,
@@ -46,33 +52,20 @@ from stagecrew.messages import (
     TurnFinished,
     UserInput,
 )
-from stagecrew.orchestrator.eventlog import (
-    EventLog,
-    ensure_state_ignored,
-    read_events,
-    session_dir,
-)
+from stagecrew.orchestrator import control_api as api
+from stagecrew.orchestrator import recovery
+from stagecrew.orchestrator.control_server import ControlServer
+from stagecrew.orchestrator.eventlog import EventLog, ensure_state_ignored, session_dir
+from stagecrew.orchestrator.hosts import add_standby_gateways, get_or_create_gateway
+from stagecrew.orchestrator.model_port import RayModelPort, complete_text
+from stagecrew.orchestrator.pool import HostPool
 from stagecrew.orchestrator.procs import kill_actor_processes
+from stagecrew.orchestrator.services import SessionServices
+from stagecrew.orchestrator.sessions import EventHub, SessionLimits, SessionRuntime
+from stagecrew.orchestrator.tree import CANCEL_GRACE_S, ActorRecord, ActorTree
+from stagecrew.orchestrator.watchdog import Watchdog
 
-CANCEL_GRACE_S = 3.0
-REFILL_DELAY_S = 1.5
-POOL_MAX = 8
-POOL_DECAY_S = 600.0
-
-# Per-session service actors, created on first use: kind -> (module, class, actor role).
-SERVICES: dict[str, tuple[str, str, str]] = {
-    "checkpoint": (
-        "stagecrew.orchestrator.checkpoint_host",
-        "CheckpointWriterHost",
-        "checkpoint-writer",
-    ),
-    "judge": ("stagecrew.orchestrator.judge_host", "JudgeHost", "judge"),
-}
-WATCHDOG_EVERY_S = 0.5
-
-
-def _has_news(session: SessionRuntime, index: int) -> bool:
-    return session.finished or index < len(session.lines)
+SHUTDOWN_WAIT_S = 4.0
 
 
 def _first_line(exc: BaseException) -> str:
@@ -80,84 +73,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else ""
 
 
-class SessionLimits:
-    """Budgets for a whole session, across every actor in it."""
-
-    def __init__(self, data: dict[str, Any] | None = None) -> None:
-        data = data or {}
-        self.wall_time_s: float | None = data.get("wall_time_s")
-        self.max_tokens: int | None = data.get("max_tokens")
-        self.max_cost_usd: float | None = data.get("max_cost_usd")
-        self.heartbeat_timeout_s: float = float(data.get("heartbeat_timeout_s") or 30.0)
-
-
-@dataclass
-class ActorRecord:
-    actor_id: str
-    session: str
-    role: str
-    parent: str | None
-    handle: Any
-    spec: AgentSpec | None = None
-    description: str = ""
-    state: ActorState = ActorState.PENDING
-    started_at: float = field(default_factory=time.time)
-    last_heartbeat: float = field(default_factory=time.time)
-    steps: int = 0
-    tokens: int = 0
-    cost_usd: float = 0.0
-    rss_bytes: int = 0
-    cpu_percent: float = 0.0
-    model: str = ""
-    pid: int | None = None
-    result: AgentResult | None = None
-    stopping: str | None = None  # why the supervisor is stopping it (set once)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "actor_id": self.actor_id,
-            "session": self.session,
-            "role": self.role,
-            "parent": self.parent,
-            "state": self.state.value,
-            "elapsed_s": round(time.time() - self.started_at, 1),
-            "steps": self.steps,
-            "tokens": self.tokens,
-            "cost_usd": round(self.cost_usd, 6),
-            "rss_bytes": self.rss_bytes,
-            "cpu_percent": self.cpu_percent,
-            "model": self.model,
-            "pid": self.pid,
-            "description": self.description,
-        }
-
-
-@dataclass
-class SessionRuntime:
-    session: str
-    workspace: str
-    log: EventLog
-    lines: list[str] = field(default_factory=list)
-    first_seq: int = 1
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    finished: bool = False
-    started_at: float = field(default_factory=time.time)
-    primary: str | None = None
-    prompt: str = ""
-    limits: SessionLimits = field(default_factory=SessionLimits)
-    # Interactive sessions outlive each agent run: a run ends its turn, the person writes
-    # again, and the next run continues the same transcript.
-    interactive: bool = False
-    transcript: list[dict[str, Any]] = field(default_factory=list)
-    turn: int = 0
-    last_result: AgentResult | None = None
-    spec: AgentSpec | None = None
-    stopping: str | None = None
-    # Work placed on another node: where, on which clone, from which commit.
-    remote_node: str | None = None
-    remote_path: str | None = None
-    remote_base: str | None = None
+def _check_encodable(*values: Any) -> None:
+    """Refuse text that cannot be written as UTF-8 (lone surrogates from undecodable bytes)
+    before anything of the session exists."""
+    for value in values:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                "the request holds text that is not valid UTF-8 (undecodable bytes near "
+                f"position {exc.start}); re-encode the prompt as UTF-8 and try again"
+            ) from exc
 
 
 class Supervisor:
@@ -167,249 +93,126 @@ class Supervisor:
         namespace: str = "stagecrew",
         pool_size: int = 2,
         cluster_address: str = "",
+        token: str = "",
+        port: int = 0,
     ) -> None:
         restore_process_env()
+        import secrets
+
         # Which Ray cluster this is: restart recovery only touches this cluster's sessions.
         self.cluster_address = cluster_address
         self.state_home = Path(state_home)
         self.namespace = namespace
-        self.pool_size = pool_size
-        # The pool learns the fan-out people use: each miss raises the target by one (up to
-        # POOL_MAX), and ten idle minutes bring it back to the configured size.
-        self.pool_target = pool_size
-        self.last_take = time.time()
-        self.token = secrets.token_urlsafe(24)
-        self.sessions: dict[str, SessionRuntime] = {}
-        self.actors: dict[str, ActorRecord] = {}
-        self.permission_waiters: dict[tuple[str, str], asyncio.Future[str]] = {}
-        self.pool: list[Any] = []
-        self._pool_filling: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
-        self.gateway: Any = None
-        self.server: asyncio.AbstractServer | None = None
-        self.endpoint: dict[str, Any] = {}
+        # The token and port are given at creation, so a supervisor Ray restarts serves the
+        # same endpoint and the CLI's head record stays true.
+        self.token = token or secrets.token_urlsafe(24)
+        self.port = port
         self.node_id = ray.get_runtime_context().get_node_id()
+        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        self.tree = ActorTree()
+        self.hub = EventHub(self.tree.track)
+        self.pool = HostPool(pool_size)
+        self.services = SessionServices(
+            self.tree, self.hub, lambda: self.gateways_for(self.node_id), self.node_id
+        )
+        self.control = ControlServer(self.token, self._handlers(), self.hub.follow)
+        self.watchdog = Watchdog(self.tree, self.hub, self.cancel, self._kill, also=self._upkeep)
+        self.permission_waiters: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self._gateways: dict[str, list[Any]] = {}
         self.recovered: list[str] = []
-        self.services: dict[tuple[str, str], Any] = {}
-        self.remote_gateways: dict[str, Any] = {}
+        self.endpoint: dict[str, Any] = {}
+        self._started: asyncio.Future[dict[str, Any]] | None = None
+        # A restarted supervisor has nobody to call start_control for it: it calls itself.
+        with contextlib.suppress(Exception):
+            ray.get_runtime_context().current_actor.start_control.remote()
 
     # -- start-up ----------------------------------------------------------------------------
 
     async def start_control(self) -> dict[str, Any]:
-        if self.server is not None:
-            return self.endpoint
-        from stagecrew.orchestrator.hosts import get_or_create_gateway
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        return await asyncio.shield(self._started)
 
-        self.recovered = self._recover_from_logs()
+    async def _start(self) -> dict[str, Any]:
+        # Before answering anyone: end what a dead predecessor left (logs and processes).
+        self.recovered = await asyncio.get_running_loop().run_in_executor(None, self._recover)
         host = ray.util.get_node_ip_address()
-        self.server = await asyncio.start_server(
-            self._serve, host=host, port=0, limit=64 * 1024 * 1024
-        )
-        port = self.server.sockets[0].getsockname()[1]
+        port = await self.control.start(host, self.port)
         self.endpoint = {"host": host, "port": port, "token": self.token, "pid": os.getpid()}
-        self.gateway = get_or_create_gateway(self.node_id, self.namespace)
-        self.gateway.warm_up.remote()  # in the background; requests queue behind it anyway
-        self._refill_pool()
-        self._watchdog = asyncio.get_running_loop().create_task(self._watch_limits())
+        self.gateways_for(self.node_id)  # created now; each warms itself up in the background
+        self.pool.refill()
+        self.watchdog.start()
         return self.endpoint
 
-    def _refill_pool(self, delay_s: float = 0.0) -> None:
-        if self._pool_filling is None or self._pool_filling.done():
-            self._pool_filling = asyncio.get_running_loop().create_task(self._fill_pool(delay_s))
+    def _recover(self) -> list[str]:
+        ended = recovery.recover(self.state_home, self.cluster_address, recovery.SUPERVISOR_RESTART)
+        for cut, written in ended:
+            log = EventLog(cut.log_path)
+            log.close()
+            session = SessionRuntime(
+                session=cut.session,
+                workspace=cut.workspace,
+                log=log,
+                lines=[env.to_json() for env in written],
+                first_seq=written[0].seq if written else log.seq + 1,
+                finished=True,
+                started_at=cut.started_at or time.time(),
+                prompt=cut.prompt,
+            )
+            self.hub.open(session)
+            for actor in cut.actors.values():
+                self.tree.add(
+                    ActorRecord(
+                        actor_id=actor.actor_id,
+                        session=cut.session,
+                        role=actor.role,
+                        parent=actor.parent,
+                        handle=None,
+                        model=actor.model,
+                        pid=actor.pid,
+                        started_at=actor.started_at,
+                        state=actor.state,
+                    )
+                )
+        return [cut.session for cut, _ in ended]
 
-    async def _fill_pool(self, delay_s: float = 0.0) -> None:
-        from stagecrew.orchestrator.hosts import start_agent_host
+    def gateways_for(self, node_id: str) -> list[Any]:
+        """The node's gateway replicas started so far (the list grows as standbys come up;
+        a run keeps the list it was given, which a failover reads as it is then)."""
+        if node_id not in self._gateways:
+            replicas = [get_or_create_gateway(node_id, self.namespace)]
+            self._gateways[node_id] = replicas
+            asyncio.get_running_loop().create_task(
+                add_standby_gateways(node_id, self.namespace, replicas)
+            )
+        return self._gateways[node_id]
 
-        # Starting a host costs about a second of CPU; on two cores, doing it at the very
-        # moment a pooled host starts its work would slow that start down.
-        await asyncio.sleep(delay_s)
-        while len(self.pool) < self.pool_target:
-            host = start_agent_host()
-            try:
-                await host.ping.remote()
-            except Exception:
-                await asyncio.sleep(1.0)
-                continue
-            self.pool.append(host)
-
-    def _take_host(self) -> tuple[Any, bool]:
-        from stagecrew.orchestrator.hosts import start_agent_host
-
-        self.last_take = time.time()
-        if self.pool:
-            host = self.pool.pop(0)
-            self._refill_pool(delay_s=REFILL_DELAY_S)
-            return host, True
-        self.pool_target = min(POOL_MAX, max(self.pool_target + 1, self.pool_size))
-        self._refill_pool(delay_s=REFILL_DELAY_S)
-        return start_agent_host(), False
-
-    def _shrink_idle_pool(self) -> None:
-        if self.pool_target > self.pool_size and time.time() - self.last_take > POOL_DECAY_S:
-            self.pool_target = self.pool_size
-            while len(self.pool) > self.pool_target:
-                with contextlib.suppress(Exception):
-                    ray.kill(self.pool.pop())
+    async def _upkeep(self) -> None:
+        self.pool.shrink_if_idle()
 
     def ping(self) -> dict[str, Any]:
         return {
             "ok": True,
             "version": __version__,
             "pid": os.getpid(),
-            "sessions": len(self.sessions),
-            "pool": len(self.pool),
-            "pool_target": self.pool_target,
+            "restarted": self.restarted,
+            "sessions": len(self.hub.sessions),
+            "pool": len(self.pool.hosts),
+            "pool_target": self.pool.target,
             "recovered": self.recovered,
         }
 
-    def pool_pids(self) -> list[int]:
-        return [ray.get(h.ping.remote()) for h in self.pool]
+    async def pool_pids(self) -> list[int]:
+        return await self.pool.pids()
 
-    # -- recovery after a restart ------------------------------------------------------------
-
-    def _index_path(self) -> Path:
-        return self.state_home / "sessions.jsonl"
-
-    def _index_session(self, sid: str, workspace: str) -> None:
-        self.state_home.mkdir(parents=True, exist_ok=True)
-        with open(self._index_path(), "a", encoding="utf-8") as fh:
-            entry = {
-                "session": sid,
-                "workspace": workspace,
-                "cluster": self.cluster_address,
-                "ts": time.time(),
-            }
-            fh.write(json.dumps(entry) + "\n")
-
-    def _recover_from_logs(self) -> list[str]:
-        """Rebuild the tree of every session a previous supervisor left unfinished; what was
-        running died with it (its actors were owned by it), so say so in each log."""
-        recovered: list[str] = []
-        try:
-            lines = self._index_path().read_text(encoding="utf-8").splitlines()
-        except OSError:
-            return recovered
-        seen: dict[str, str] = {}
-        for line in lines:
-            with contextlib.suppress(ValueError, KeyError):
-                entry = json.loads(line)
-                if entry.get("cluster", "") == self.cluster_address:
-                    seen[entry["session"]] = entry["workspace"]
-        for sid, workspace in seen.items():
-            path = session_dir(workspace, sid) / "events.jsonl"
-            events = list(read_events(path))
-            if not events or events[-1].body.kind == "session_finished":
-                continue
-            log = EventLog(path)
-            session = SessionRuntime(
-                session=sid, workspace=workspace, log=log, first_seq=log.seq + 1
-            )
-            self.sessions[sid] = session
-            for env in events:
-                self._replay(session, env)
-            for record in [a for a in self.actors.values() if a.session == sid]:
-                if record.state.terminal:
-                    continue
-                record.state = ActorState.FAILED
-                self._log_now(
-                    session,
-                    ActorFailed(
-                        actor_id=record.actor_id,
-                        error="died with the supervisor (it restarted)",
-                        cause="supervisor_restart",
-                    ),
-                )
-            self._log_now(
-                session,
-                SessionFinished(
-                    stop_reason=StopReason.ERROR,
-                    error=f"the supervisor restarted while this session ran; "
-                    f"`crew resume {sid}` continues it",
-                ),
-            )
-            session.finished = True
-            log.close()
-            recovered.append(sid)
-        return recovered
-
-    def _replay(self, session: SessionRuntime, env: Envelope) -> None:
-        body = env.body
-        if isinstance(body, SessionStarted):
-            session.prompt = body.prompt
-            session.started_at = env.ts
-        elif isinstance(body, ActorStarted):
-            self.actors[body.actor_id] = ActorRecord(
-                actor_id=body.actor_id,
-                session=session.session,
-                role=body.role.value,
-                parent=body.parent,
-                handle=None,
-                model=body.model or "",
-                pid=body.pid,
-                started_at=env.ts,
-            )
-        elif isinstance(body, ActorStateChanged) and body.actor_id in self.actors:
-            self.actors[body.actor_id].state = body.state
-        elif isinstance(body, ActorFinished | ActorFailed) and body.actor_id in self.actors:
-            record = self.actors[body.actor_id]
-            if not record.state.terminal:
-                record.state = (
-                    ActorState.FAILED if isinstance(body, ActorFailed) else ActorState.FINISHED
-                )
-        self._track(body)
-
-    # -- the log -----------------------------------------------------------------------------
+    def credentials(self, session_id: str) -> dict[str, str]:
+        """For a gateway that restarted since the session began (it lost what it was handed)."""
+        session = self.hub.get(session_id)
+        return dict(session.credentials) if session and not session.finished else {}
 
     async def post(self, envelopes: list[Envelope]) -> None:
         """Agents report here; every envelope is logged in arrival order and streamed."""
-        touched: set[str] = set()
-        for env in envelopes:
-            session = self.sessions.get(env.session)
-            if session is None or session.finished:
-                continue
-            self._track(env.body)
-            self._append_nowait(session, env)
-            touched.add(session.session)
-        for sid in touched:
-            await self._notify(self.sessions[sid])
-
-    def _append_nowait(self, session: SessionRuntime, env: Envelope) -> None:
-        session.log.append(env)
-        session.lines.append(env.to_json())
-
-    async def _notify(self, session: SessionRuntime) -> None:
-        async with session.changed:
-            session.changed.notify_all()
-
-    def _log_now(self, session: SessionRuntime, body: Message, sender: str = "supervisor") -> None:
-        """Log one of the supervisor's own messages (no followers to wake: see ``_emit``)."""
-        self._track(body)
-        self._append_nowait(
-            session, Envelope(session=session.session, sender=sender, recipient="*", body=body)
-        )
-
-    async def _emit(
-        self, session: SessionRuntime, body: Message, sender: str = "supervisor"
-    ) -> None:
-        self._log_now(session, body, sender)
-        await self._notify(session)
-
-    def _track(self, body: Message) -> None:
-        """Keep the actor tree's numbers current from the events flowing through."""
-        actor_id = getattr(body, "actor_id", None)
-        record = self.actors.get(actor_id) if actor_id else None
-        if record is None:
-            return
-        if isinstance(body, Heartbeat):
-            record.last_heartbeat = time.time()
-            record.steps = body.steps
-            record.rss_bytes, record.cpu_percent = body.rss_bytes, body.cpu_percent
-        elif isinstance(body, ModelUsage):
-            record.last_heartbeat = time.time()
-            record.tokens += body.usage.total_tokens
-            record.cost_usd += body.usage.cost_usd
-        elif isinstance(body, ActorStateChanged):
-            record.state = body.state
+        await self.hub.post(envelopes)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -420,16 +223,26 @@ class Supervisor:
         *,
         interactive: bool = False,
         limits: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> tuple[SessionRuntime, AgentSpec]:
         """Register a session and open its log (no agent yet); Max Mode opens its sessions
-        here too, with its coordinator as the primary."""
+        here too, with its coordinator as the primary. Nothing is created for a request that
+        cannot be logged."""
         sid = spec.session
-        if sid in self.sessions and not self.sessions[sid].finished:
+        existing = self.hub.get(sid)
+        if existing is not None and not existing.finished:
             raise ValueError(f"session {sid} is already running")
+        _check_encodable(spec.model_dump(mode="python"), config or {})
         sdir = session_dir(spec.workspace, sid)
-        ensure_state_ignored(spec.workspace)
+        try:
+            ensure_state_ignored(spec.workspace)
+            log = EventLog(sdir / "events.jsonl", secrets=list(credentials.values()))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot write the session log under {sdir.parent}: {exc.strerror or exc} "
+                f"— make {Path(spec.workspace) / '.stagecrew'} writable for this user"
+            ) from exc
         spec = spec.model_copy(update={"session_dir": str(sdir)})
-        log = EventLog(sdir / "events.jsonl", secrets=list(credentials.values()))
         session = SessionRuntime(
             session=sid,
             workspace=spec.workspace,
@@ -440,10 +253,19 @@ class Supervisor:
             spec=spec,
             limits=SessionLimits(limits),
             transcript=list(spec.messages),
+            credentials=dict(credentials),
         )
-        self.sessions[sid] = session
-        self._index_session(sid, spec.workspace)
+        self.hub.open(session)
+        recovery.index_session(self.state_home, sid, spec.workspace, self.cluster_address)
         return session, spec
+
+    async def register_credentials(self, session: SessionRuntime) -> None:
+        """Hand the session's keys to every local gateway replica, without waiting: a replica
+        still starting (or restarting) must not hold up the session, and one that serves a
+        request before the keys arrive asks for them (``credentials``)."""
+        for gateway in self.gateways_for(self.node_id):
+            with contextlib.suppress(Exception):
+                gateway.register_credentials.remote(session.session, session.credentials)
 
     async def start_session(
         self,
@@ -453,10 +275,13 @@ class Supervisor:
         interactive: bool = False,
         limits: dict[str, Any] | None = None,
         placement: dict[str, Any] | None = None,
+        auto_resume: int = 0,
     ) -> str:
-        session, spec = self.open_session(spec, credentials, interactive=interactive, limits=limits)
-        sid = session.session
-        await self._emit(
+        session, spec = self.open_session(
+            spec, credentials, interactive=interactive, limits=limits, config=config
+        )
+        session.auto_resume_limit = auto_resume
+        await self.hub.emit(
             session,
             SessionStarted(
                 prompt=spec.prompt,
@@ -467,80 +292,25 @@ class Supervisor:
                 goal=spec.goal_spec.condition if spec.goal_spec else None,
             ),
         )
-        await self.gateway.register_credentials.remote(sid, credentials)
+        await self.register_credentials(session)
         host = None
         if placement:
-            spec, host = await self._place_remotely(session, spec, placement)
+            from stagecrew.orchestrator.placement import place_remotely
+
+            try:
+                spec, host = await place_remotely(self.hub, session, spec, placement["resource"])
+            except Exception as exc:
+                await self.finish_session(
+                    session,
+                    AgentResult(
+                        actor_id=spec.actor_id, stop_reason=StopReason.ERROR, error=str(exc)
+                    ),
+                )
+                raise
         if spec.prompt or spec.messages:
             session.primary = spec.actor_id
             await self._spawn(session, spec, host=host)
-        return sid
-
-    async def _place_remotely(
-        self, session: SessionRuntime, spec: AgentSpec, placement: dict[str, Any]
-    ) -> tuple[AgentSpec, Any]:
-        """Run the session's agent on a node with ``placement["resource"]``: ship the
-        workspace there as a git bundle and give the agent its own local clone."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        from stagecrew.orchestrator import remote_workspace as rw
-        from stagecrew.orchestrator.hosts import gateway_for_node, start_agent_host
-
-        resource = placement["resource"]
-        nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get(resource, 0) > 0]
-        if not nodes:
-            raise ValueError(f"no live node has the resource '{resource}'")
-        node_id = nodes[0]["NodeID"]
-        pinned = NodeAffinitySchedulingStrategy(node_id, soft=False)
-        loop = asyncio.get_running_loop()
-        bundle, commit = await loop.run_in_executor(None, rw.bundle_workspace, session.workspace)
-        materialise = ray.remote(num_cpus=0)(rw.materialise).options(scheduling_strategy=pinned)
-        path = await materialise.remote(ray.put(bundle), commit)
-        session.remote_node, session.remote_path, session.remote_base = node_id, path, commit
-        await self._emit(
-            session,
-            Notice(
-                text=f"workspace shipped to node {node_id[:12]} as a {len(bundle):,}-byte bundle",
-            ),
-        )
-        remote_spec = spec.model_copy(
-            update={
-                "workspace": path,
-                "session_dir": str(session_dir(path, session.session)),
-            }
-        )
-        host = start_agent_host(scheduling_strategy=pinned)
-        self.remote_gateways[node_id] = gateway_for_node(node_id, self.namespace)
-        return remote_spec, host
-
-    async def _bring_back_patch(self, session: SessionRuntime) -> None:
-        """The remote agent's work, as a patch applied to the person's tree (after a snapshot)."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        from stagecrew.orchestrator import remote_workspace as rw
-        from stagecrew.tools.worktrees import apply_patch_to
-
-        assert session.remote_node and session.remote_path and session.remote_base
-        pinned = NodeAffinitySchedulingStrategy(session.remote_node, soft=False)
-        patch_task = ray.remote(num_cpus=0)(rw.patch_since).options(scheduling_strategy=pinned)
-        patch = await patch_task.remote(session.remote_path, session.remote_base)
-        remove_task = ray.remote(num_cpus=0)(rw.remove).options(scheduling_strategy=pinned)
-        await remove_task.remote(session.remote_path)
-        loop = asyncio.get_running_loop()
-        try:
-            applied = await loop.run_in_executor(
-                None, partial(apply_patch_to, Path(session.workspace), patch, label="remote work")
-            )
-            text = (
-                f"applied the patch from node {session.remote_node[:12]} "
-                f"({len(patch.encode()):,} bytes; rewind snapshot {applied.snapshot_id})"
-            )
-            await self._emit(session, Notice(text=text))
-        except Exception as exc:
-            await self._emit(
-                session,
-                Notice(level="error", text=f"the remote patch did not apply: {exc}"),
-            )
+        return session.session
 
     async def start_max_session(
         self,
@@ -560,13 +330,15 @@ class Supervisor:
     async def user_input(self, sid: str, text: str, spec: AgentSpec | None = None) -> str:
         """The person's next message in an interactive session: a new run of the primary
         agent that continues the transcript (with a new profile if they switched, e.g. plan)."""
-        session = self.sessions.get(sid)
+        session = self.hub.get(sid)
         if session is None or session.finished:
             raise KeyError(f"no open session '{sid}'")
-        if session.primary and not self.actors[session.primary].state.terminal:
+        primary = self.tree.get(session.primary)
+        if primary is not None and not primary.state.terminal:
             raise RuntimeError(
                 "the agent is still working on the previous message (cancel it first)"
             )
+        _check_encodable(text)
         base = spec or session.spec
         assert base is not None
         session.turn += 1
@@ -599,31 +371,32 @@ class Supervisor:
         )
         session.spec = run_spec
         session.primary = actor_id
-        await self._emit(session, UserInput(text=text), sender="person")
+        await self.hub.emit(session, UserInput(text=text), sender="person")
         await self._spawn(session, run_spec)
         return actor_id
 
     async def end_session(self, sid: str) -> None:
-        session = self.sessions.get(sid)
+        session = self.hub.get(sid)
         if session is None or session.finished:
             return
-        running = session.primary and not self.actors[session.primary].state.terminal
-        if running:
+        primary = self.tree.get(session.primary)
+        running = primary is not None and not primary.state.terminal
+        if running and primary is not None:
             await self.cancel(sid)
-            await self.actors[session.primary].done.wait()
+            await primary.done.wait()
         # The run's own result when it was just cancelled (``last_result`` is set a moment
         # after ``done``), else the last finished turn's.
-        latest = self.actors[session.primary].result if session.primary else None
+        latest = primary.result if primary is not None else None
         result = (latest if running else None) or session.last_result or latest
         result = result or AgentResult(actor_id=sid, stop_reason=StopReason.DONE)
-        await self._finish_session(session, result)
+        await self.finish_session(session, result)
 
     async def spawn_child(self, spec: AgentSpec, description: str = "") -> str:
         """A subagent (or candidate) started by an agent: same log, same tree, own actor."""
-        session = self.sessions.get(spec.session)
+        session = self.hub.get(spec.session)
         if session is None or session.finished:
             raise KeyError(f"no open session '{spec.session}'")
-        parent = self.actors.get(spec.parent or "")
+        parent = self.tree.get(spec.parent)
         if parent is not None and (parent.state.terminal or parent.stopping):
             raise RuntimeError(f"parent {spec.parent} is stopping; no new subagents")
         await self._spawn(session, spec, description)
@@ -633,14 +406,14 @@ class Supervisor:
         self, ids: list[str], timeout_s: float | None = None
     ) -> dict[str, dict[str, Any]]:
         """Results of the given actors; those still running after ``timeout_s`` say so."""
-        records = [self.actors[i] for i in ids if i in self.actors]
+        records = [r for i in ids if (r := self.tree.get(i)) is not None]
         waits = [r.done.wait() for r in records if not r.done.is_set()]
         if waits and timeout_s != 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), timeout=timeout_s)
         out: dict[str, dict[str, Any]] = {}
         for actor_id in ids:
-            record = self.actors.get(actor_id)
+            record = self.tree.get(actor_id)
             if record is None:
                 out[actor_id] = {"stop_reason": "unknown", "error": "no such actor"}
             elif record.result is None:
@@ -649,28 +422,32 @@ class Supervisor:
                 out[actor_id] = record.result.model_dump(mode="json", exclude={"messages"})
         return out
 
+    # -- one run, from spawn to its logged end ------------------------------------------------
+
     async def _spawn(
         self, session: SessionRuntime, spec: AgentSpec, description: str = "", host: Any = None
     ) -> ActorRecord:
         placed = host is not None
         if host is None:
-            host, from_pool = self._take_host()
+            host, from_pool = self.pool.take()
         else:
             from_pool = False
-        record = ActorRecord(
-            actor_id=spec.actor_id,
-            session=session.session,
-            role=spec.role.value,
-            parent=spec.parent,
-            handle=host,
-            spec=spec,
-            description=description,
-            model=spec.model.model,
+        record = self.tree.add(
+            ActorRecord(
+                actor_id=spec.actor_id,
+                session=session.session,
+                role=spec.role.value,
+                parent=spec.parent,
+                handle=host,
+                spec=spec,
+                description=description,
+                model=spec.model.model,
+            )
         )
-        self.actors[spec.actor_id] = record
         with contextlib.suppress(Exception):
             record.pid = await host.ping.remote()
-        await self._emit(
+        node = (session.remote_node if placed else None) or self.node_id
+        await self.hub.emit(
             session,
             ActorStarted(
                 actor_id=spec.actor_id,
@@ -680,13 +457,12 @@ class Supervisor:
                 model=spec.model.model,
                 from_pool=from_pool,
                 pid=record.pid,
-                node_id=(session.remote_node if placed else None) or self.node_id,
+                node_id=node,
             ),
         )
         me = ray.get_runtime_context().current_actor
         record.started_at = record.last_heartbeat = time.time()
-        gateway = self.remote_gateways.get(session.remote_node or "", self.gateway)
-        ref = host.run.remote(spec, me, gateway)
+        ref = host.run.remote(spec, me, self.gateways_for(node))
         await self._set_state(session, record, ActorState.RUNNING)
         asyncio.get_running_loop().create_task(self._watch(session, record, ref))
         return record
@@ -695,7 +471,7 @@ class Supervisor:
         self, session: SessionRuntime, record: ActorRecord, state: ActorState, detail: str = ""
     ) -> None:
         record.state = state
-        await self._emit(
+        await self.hub.emit(
             session, ActorStateChanged(actor_id=record.actor_id, state=state, detail=detail)
         )
 
@@ -709,7 +485,7 @@ class Supervisor:
                 if result.stop_reason == StopReason.CANCELLED
                 else ActorState.FINISHED
             )
-            await self._emit(
+            await self.hub.emit(
                 session,
                 ActorFinished(
                     actor_id=record.actor_id,
@@ -732,9 +508,12 @@ class Supervisor:
                 final = ActorState.KILLED
             else:
                 reason = StopReason.ERROR
-                message = f"the actor process died: {_first_line(exc) or cause}"
+                message = (
+                    f"the agent's process died ({cause}); `crew resume {session.session}` "
+                    "continues the session"
+                )
                 final = ActorState.FAILED
-            await self._emit(
+            await self.hub.emit(
                 session, ActorFailed(actor_id=record.actor_id, error=message, cause=cause)
             )
             result = AgentResult(actor_id=record.actor_id, stop_reason=reason, error=message)
@@ -748,31 +527,78 @@ class Supervisor:
         await asyncio.get_running_loop().run_in_executor(
             None, kill_actor_processes, record.actor_id
         )
-        if record.actor_id == session.primary and session.remote_path:
-            await self._bring_back_patch(session)
-        if record.actor_id == session.primary:
-            session.last_result = result
-            if result.messages:
-                session.transcript = result.messages
-            if session.interactive:
-                await self._emit(
-                    session,
-                    TurnFinished(
-                        actor_id=record.actor_id,
-                        stop_reason=result.stop_reason,
-                        summary=result.summary,
-                        error=result.error,
-                    ),
-                )
-            else:
-                await self._finish_session(session, result)
+        if record.actor_id != session.primary:
+            return
+        if final == ActorState.FAILED and await self._auto_resume(session):
+            return
+        if session.remote_path:
+            from stagecrew.orchestrator.placement import bring_back_patch
 
-    async def _finish_session(self, session: SessionRuntime, result: AgentResult) -> None:
+            await bring_back_patch(self.hub, session)
+        session.last_result = result
+        if result.messages:
+            session.transcript = result.messages
+        if session.interactive and not session.finished:
+            await self.hub.emit(
+                session,
+                TurnFinished(
+                    actor_id=record.actor_id,
+                    stop_reason=result.stop_reason,
+                    summary=result.summary,
+                    error=result.error,
+                ),
+            )
+        else:
+            await self.finish_session(session, result)
+
+    async def _auto_resume(self, session: SessionRuntime) -> bool:
+        """Continue a session whose agent process died, as ``crew resume`` would, when the
+        person allowed it (``runtime.auto_resume``); False when it is not allowed or fails."""
+        from stagecrew.actors.context import history_from_events, resumed_spec
+        from stagecrew.orchestrator.eventlog import read_events
+
+        allowed = (
+            session.auto_resumes < session.auto_resume_limit
+            and not session.interactive
+            and not session.stopping
+            and session.remote_path is None
+            and session.spec is not None
+        )
+        if not allowed or session.spec is None:
+            return False
+        session.auto_resumes += 1
+        base = session.spec.model_copy(update={"prompt": ""})
+
+        def prepare() -> AgentSpec:
+            history = history_from_events(read_events(session.log.path))
+            return resumed_spec(base, history)[0]
+
+        try:
+            spec = await asyncio.get_running_loop().run_in_executor(None, prepare)
+        except Exception as exc:
+            await self.hub.emit(
+                session,
+                Notice(level="error", text=f"automatic resume failed: {_first_line(exc)}"),
+            )
+            return False
+        await self.hub.emit(
+            session,
+            Notice(
+                level="warning",
+                text=f"the agent's process died; resuming the session "
+                f"({session.auto_resumes} of {session.auto_resume_limit} automatic resumes)",
+            ),
+        )
+        session.primary = spec.actor_id
+        await self._spawn(session, spec)
+        return True
+
+    async def finish_session(self, session: SessionRuntime, result: AgentResult) -> None:
+        """Write the session's stop record (once), stop its services, release followers."""
         if session.finished:
             return
         usage = result.usage
-        tokens = sum(a.tokens for a in self.actors.values() if a.session == session.session)
-        cost = sum(a.cost_usd for a in self.actors.values() if a.session == session.session)
+        tokens, cost = self.tree.usage(session.session)
         if tokens > usage.total_tokens:  # subagents' usage counts toward the session
             usage = usage.model_copy(
                 update={
@@ -780,7 +606,7 @@ class Supervisor:
                     "cost_usd": max(cost, usage.cost_usd),
                 }
             )
-        await self._emit(
+        await self.hub.emit(
             session,
             SessionFinished(
                 stop_reason=result.stop_reason,
@@ -791,70 +617,24 @@ class Supervisor:
                 duration_s=round(time.time() - session.started_at, 3),
             ),
         )
-        await self._stop_services(session.session)
-        session.finished = True
-        session.log.close()
-        await self._notify(session)
-        with contextlib.suppress(Exception):
-            await self.gateway.forget_session.remote(session.session)
+        await self.services.stop(session.session)
+        await self.hub.close(session)
+        session.credentials = {}
+        for gateway in self.gateways_for(self.node_id):
+            with contextlib.suppress(Exception):
+                gateway.forget_session.remote(session.session)
 
-    # -- services: checkpoint writer, judge ---------------------------------------------------
+    # -- services and the supervisor's own model calls ---------------------------------------
 
     async def service(self, session_id: str, kind: str, model: ModelSpecWire) -> Any:
-        """The session's service actor of this kind (created on first use, one per session).
-
-        Services are actors like agents (own process, ``num_cpus=0``, in the tree and in
-        ``crew ps``), but they serve requests instead of running a loop. Each is built with
-        ``(session, workspace, session_dir, gateway, model)``.
-        """
-        import importlib
-
-        key = (session_id, kind)
-        if key in self.services:
-            return self.services[key]
-        session = self.sessions.get(session_id)
-        if session is None or kind not in SERVICES:
-            raise KeyError(f"no session '{session_id}' or no service '{kind}'")
-        module, cls_name, role = SERVICES[kind]
-        cls = getattr(importlib.import_module(module), cls_name)
-        handle = (
-            ray.remote(cls)
-            .options(num_cpus=0, max_concurrency=16)
-            .remote(
-                session_id,
-                session.workspace,
-                str(session_dir(session.workspace, session_id)),
-                self.gateway,
-                model,
-            )
-        )
-        self.services[key] = handle
-        actor_id = f"{session_id}-{kind}"
-        record = ActorRecord(
-            actor_id=actor_id,
-            session=session_id,
-            role=role,
-            parent=session.primary,
-            handle=handle,
-            model=model.model,
-            state=ActorState.RUNNING,
-        )
-        self.actors[actor_id] = record
-        await self._emit(
-            session,
-            ActorStarted(
-                actor_id=actor_id, role=ActorRole(role), model=model.model, node_id=self.node_id
-            ),
-        )
-        return handle
+        """The session's service actor of this kind (created on first use, one per session)."""
+        return await self.services.get(session_id, kind, model)
 
     async def complete(
         self, session_id: str, actor_id: str, model: ModelSpecWire, messages: list[dict[str, Any]]
     ) -> str:
         """One non-tool model call through the gateway, for the supervisor's own decisions
         (Max Mode ranking); usage is logged like any agent's."""
-        from stagecrew.messages import ModelRequest, ModelRole, StreamDone, StreamError
-
         request = ModelRequest(
             session=session_id,
             actor_id=actor_id,
@@ -862,72 +642,37 @@ class Supervisor:
             spec=model,
             messages=messages,
         )
-        async for ref in self.gateway.stream.remote(request):
-            item = await ref
-            if isinstance(item, StreamError) and not item.retryable:
-                raise RuntimeError(item.message)
-            if isinstance(item, StreamDone):
-                session = self.sessions.get(session_id)
-                if session is not None:
-                    await self._emit(
-                        session,
-                        ModelUsage(
-                            actor_id=actor_id,
-                            model=item.model,
-                            usage=item.usage,
-                            latency_ms=item.latency_ms,
-                        ),
-                    )
-                return item.text
-        raise RuntimeError("the model stream ended without a final message")
-
-    async def _stop_services(self, session_id: str) -> None:
-        for (sid, kind), handle in list(self.services.items()):
-            if sid != session_id:
-                continue
-            self.services.pop((sid, kind), None)
-            record = self.actors.get(f"{sid}-{kind}")
-            if record is not None:
-                record.state = ActorState.FINISHED
-                record.done.set()
-            with contextlib.suppress(Exception):
-                ray.kill(handle)
+        done = await complete_text(RayModelPort(self.gateways_for(self.node_id)), request)
+        session = self.hub.get(session_id)
+        if session is not None:
+            await self.hub.emit(
+                session,
+                ModelUsage(
+                    actor_id=actor_id,
+                    model=done.model,
+                    usage=done.usage,
+                    latency_ms=done.latency_ms,
+                ),
+            )
+        return done.text
 
     # -- cancellation ------------------------------------------------------------------------
-
-    def _descendants(self, actor_id: str) -> list[str]:
-        out: list[str] = []
-        frontier = [actor_id]
-        while frontier:
-            cur = frontier.pop()
-            kids = [a.actor_id for a in self.actors.values() if a.parent == cur]
-            out.extend(kids)
-            frontier.extend(kids)
-        return out
-
-    def _depth(self, actor_id: str) -> int:
-        depth, cur = 0, self.actors.get(actor_id)
-        while cur is not None and cur.parent:
-            depth += 1
-            cur = self.actors.get(cur.parent)
-        return depth
 
     async def cancel(
         self, target: str, kill: bool = False, reason: str = "cancelled", detail: str = ""
     ) -> list[str]:
         """Cancel a session (all its actors) or an actor and its subtree: children first,
         then parents; whatever has not stopped after a grace period is killed."""
-        if target in self.sessions:
-            ids = [a.actor_id for a in self.actors.values() if a.session == target]
-        elif target in self.actors:
-            ids = [target, *self._descendants(target)]
+        if self.hub.get(target) is not None:
+            ids = [a.actor_id for a in self.tree.of_session(target)]
+        elif target in self.tree:
+            ids = [target, *self.tree.descendants(target)]
         else:
             raise KeyError(f"no session or actor '{target}'")
-        ordered = sorted(ids, key=self._depth, reverse=True)
         cancelled = []
-        for actor_id in ordered:
-            record = self.actors[actor_id]
-            if record.state.terminal or record.handle is None:
+        for actor_id in sorted(ids, key=self.tree.depth, reverse=True):
+            record = self.tree[actor_id]
+            if not record.live:
                 continue
             cancelled.append(actor_id)
             if record.stopping is None:
@@ -953,60 +698,28 @@ class Supervisor:
         with contextlib.suppress(Exception):
             ray.kill(record.handle, no_restart=True)
 
-    # -- the watchdog ------------------------------------------------------------------------
-
-    async def _watch_limits(self) -> None:
-        while True:
-            await asyncio.sleep(WATCHDOG_EVERY_S)
-            with contextlib.suppress(Exception):
-                await self._check_limits()
-
-    async def _check_limits(self) -> None:
-        self._shrink_idle_pool()
-        now = time.time()
-        for session in list(self.sessions.values()):
-            if session.finished:
-                continue
-            live = [
-                a
-                for a in self.actors.values()
-                if a.session == session.session and not a.state.terminal and a.handle is not None
-            ]
-            lim = session.limits
-            for record in live:
-                if record.stopping or record.spec is None:  # services do not heartbeat
-                    continue
-                spec = record.spec
-                if now - record.last_heartbeat > lim.heartbeat_timeout_s:
-                    record.stopping = "heartbeat"
-                    await self._kill(record)
-                elif spec is not None and now - record.started_at > spec.wall_time_s:
-                    await self.cancel(
-                        record.actor_id,
-                        reason=StopReason.TIMEOUT.value,
-                        detail=f"ran longer than its wall-time limit of {spec.wall_time_s:g} s",
-                    )
-            if session.stopping or not live:
-                continue
-            used_tokens = sum(
-                a.tokens for a in self.actors.values() if a.session == session.session
+    async def shutdown(self, reason: str) -> list[str]:
+        """``crew down``: kill every running session, and make sure each log ends with its
+        stop record before the head's processes are stopped."""
+        open_sessions = self.hub.unfinished()
+        for session in open_sessions:
+            session.stopping = session.stopping or "cancelled"
+            with contextlib.suppress(KeyError):
+                await self.cancel(session.session, kill=True, reason="cancelled", detail=reason)
+        waits = [r.done.wait() for s in open_sessions for r in self.tree.of_session(s.session)]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), timeout=SHUTDOWN_WAIT_S)
+        for session in open_sessions:
+            await self.finish_session(
+                session,
+                AgentResult(
+                    actor_id=session.primary or session.session,
+                    stop_reason=StopReason.CANCELLED,
+                    error=reason,
+                ),
             )
-            used_cost = sum(
-                a.cost_usd for a in self.actors.values() if a.session == session.session
-            )
-            why: tuple[str, str] | None = None
-            if lim.max_tokens is not None and used_tokens >= lim.max_tokens:
-                why = ("budget", f"the session used {used_tokens} tokens (limit {lim.max_tokens})")
-            elif lim.max_cost_usd is not None and used_cost >= lim.max_cost_usd:
-                why = (
-                    "budget",
-                    f"the session spent ${used_cost:.4f} (limit ${lim.max_cost_usd:g})",
-                )
-            elif lim.wall_time_s is not None and now - session.started_at > lim.wall_time_s:
-                why = ("timeout", f"the session ran longer than {lim.wall_time_s:g} s")
-            if why:
-                session.stopping = why[0]
-                await self.cancel(session.session, reason=why[0], detail=why[1])
+        return [s.session for s in open_sessions]
 
     # -- permissions -------------------------------------------------------------------------
 
@@ -1027,123 +740,69 @@ class Supervisor:
         if not fut.done():
             fut.set_result(decision)
 
-    # -- the control channel -----------------------------------------------------------------
+    # -- the control channel: one handler per typed request -----------------------------------
 
     def ps(self, session: str | None = None) -> list[dict[str, Any]]:
-        return [r.row() for r in self.actors.values() if session is None or r.session == session]
+        return self.tree.rows(session)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await reader.readline()
-            if not line:
-                return
-            try:
-                req = json.loads(line)
-            except json.JSONDecodeError:
-                await self._reply(writer, {"ok": False, "error": "request is not JSON"})
-                return
-            if not secrets.compare_digest(str(req.get("token", "")), self.token):
-                await self._reply(writer, {"ok": False, "error": "bad token"})
-                return
-            op = req.get("op")
-            try:
-                if op == "follow":
-                    await self._follow(writer, req["session"], int(req.get("after_seq", 0)))
-                    return
-                reply = await self._handle(op, req)
-            except Exception as exc:
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            await self._reply(writer, reply)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "ping": self._on_ping,
+            "start_session": self._on_start_session,
+            "start_max_session": self._on_start_max_session,
+            "user_input": self._on_user_input,
+            "end_session": self._on_end_session,
+            "cancel": self._on_cancel,
+            "ps": self._on_ps,
+            "permission_reply": self._on_permission_reply,
+            "session_info": self._on_session_info,
+            "shutdown": self._on_shutdown,
+        }
 
-    async def _reply(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
-        writer.write(json.dumps(obj).encode() + b"\n")
-        await writer.drain()
+    async def _on_ping(self, _: api.Ping) -> dict[str, Any]:
+        return self.ping()
 
-    async def _handle(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
-        if op == "ping":
-            return self.ping()
-        if op == "start_session":
-            spec = AgentSpec.model_validate(req["spec"])
-            sid = await self.start_session(
-                spec,
-                req.get("credentials", {}),
-                req.get("config", {}),
-                interactive=bool(req.get("interactive", False)),
-                limits=req.get("limits"),
-                placement=req.get("placement"),
-            )
-            return {"ok": True, "session": sid}
-        if op == "start_max_session":
-            sid = await self.start_max_session(
-                AgentSpec.model_validate(req["spec"]),
-                req.get("credentials", {}),
-                req.get("config", {}),
-                req.get("limits"),
-                req["max"],
-            )
-            return {"ok": True, "session": sid}
-        if op == "user_input":
-            spec = AgentSpec.model_validate(req["spec"]) if req.get("spec") else None
-            actor_id = await self.user_input(req["session"], req["text"], spec)
-            return {"ok": True, "actor_id": actor_id}
-        if op == "end_session":
-            await self.end_session(req["session"])
-            return {"ok": True}
-        if op == "cancel":
-            ids = await self.cancel(req["target"], kill=bool(req.get("kill", False)))
-            return {"ok": True, "cancelled": ids}
-        if op == "ps":
-            return {
-                "ok": True,
-                "actors": self.ps(req.get("session")),
-                "sessions": self._session_rows(),
-            }
-        if op == "permission_reply":
-            self.answer_permission(req["session"], req["request_id"], req["decision"])
-            return {"ok": True}
-        if op == "session_info":
-            s = self.sessions.get(req["session"])
-            if s is None:
-                return {"ok": False, "error": f"unknown session {req['session']}"}
-            return {"ok": True, "workspace": s.workspace, "finished": s.finished}
-        if op == "shutdown":
-            for sid, s in list(self.sessions.items()):
-                if not s.finished:
-                    with contextlib.suppress(Exception):
-                        await self.cancel(sid, kill=True)
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown op '{op}'"}
+    async def _on_start_session(self, req: api.StartSession) -> dict[str, Any]:
+        sid = await self.start_session(
+            req.spec,
+            req.credentials,
+            req.config,
+            interactive=req.interactive,
+            limits=req.limits,
+            placement=req.placement,
+            auto_resume=req.auto_resume,
+        )
+        return {"ok": True, "session": sid}
 
-    def _session_rows(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "session": s.session,
-                "workspace": s.workspace,
-                "finished": s.finished,
-                "elapsed_s": round(time.time() - s.started_at, 1),
-                "prompt": s.prompt[:80],
-            }
-            for s in self.sessions.values()
-        ]
+    async def _on_start_max_session(self, req: api.StartMaxSession) -> dict[str, Any]:
+        sid = await self.start_max_session(
+            req.spec, req.credentials, req.config, req.limits, req.max
+        )
+        return {"ok": True, "session": sid}
 
-    async def _follow(self, writer: asyncio.StreamWriter, sid: str, after_seq: int) -> None:
-        session = self.sessions.get(sid)
+    async def _on_user_input(self, req: api.UserInput) -> dict[str, Any]:
+        return {"ok": True, "actor_id": await self.user_input(req.session, req.text, req.spec)}
+
+    async def _on_end_session(self, req: api.EndSession) -> dict[str, Any]:
+        await self.end_session(req.session)
+        return {"ok": True}
+
+    async def _on_cancel(self, req: api.Cancel) -> dict[str, Any]:
+        return {"ok": True, "cancelled": await self.cancel(req.target, kill=req.kill)}
+
+    async def _on_ps(self, req: api.Ps) -> dict[str, Any]:
+        rows = [s.row() for s in self.hub.sessions.values()]
+        return {"ok": True, "actors": self.ps(req.session), "sessions": rows}
+
+    async def _on_permission_reply(self, req: api.PermissionReply) -> dict[str, Any]:
+        self.answer_permission(req.session, req.request_id, req.decision)
+        return {"ok": True}
+
+    async def _on_session_info(self, req: api.SessionInfo) -> dict[str, Any]:
+        session = self.hub.get(req.session)
         if session is None:
-            await self._reply(writer, {"ok": False, "error": f"unknown session {sid}"})
-            return
-        index = max(0, after_seq - session.first_seq + 1)
-        while True:
-            while index < len(session.lines):
-                writer.write(session.lines[index].encode() + b"\n")
-                index += 1
-            await writer.drain()
-            if session.finished and index >= len(session.lines):
-                await self._reply(writer, {"end": True, "session": sid})
-                return
-            async with session.changed:
-                await session.changed.wait_for(partial(_has_news, session, index))
+            return {"ok": False, "error": f"unknown session {req.session}"}
+        return {"ok": True, "workspace": session.workspace, "finished": session.finished}
+
+    async def _on_shutdown(self, req: api.Shutdown) -> dict[str, Any]:
+        return {"ok": True, "stopped": await self.shutdown(req.reason)}

@@ -34,6 +34,7 @@ from stagecrew.tools.files import (
     list_files,
     sort_newest_first,
 )
+from stagecrew.tools.lifetime import die_with_parent
 from stagecrew.tools.paths import display_path, resolve_path, safe_read_bytes
 from stagecrew.tools.shell import tool_subprocess_env
 
@@ -262,6 +263,7 @@ async def _rg_stream(
         cwd=ctx.workspace,
         env=env,
         start_new_session=True,
+        preexec_fn=die_with_parent(),
     )
     ctx.processes.add(proc.pid)
     assert proc.stdout is not None and proc.stderr is not None

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from stagecrew.envutil import restored_env
 from stagecrew.tools.base import Tool, ToolContext, ToolResult
+from stagecrew.tools.lifetime import die_with_parent
 from stagecrew.tools.paths import is_within
 
 DEFAULT_TIMEOUT_MS = 120_000
@@ -332,6 +333,7 @@ async def run_foreground(ctx: ToolContext, command: str, timeout_s: float) -> To
             cwd=cwd,
             env=env,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     except OSError as exc:
         if pwd_file:
@@ -456,6 +458,7 @@ def _start_background(ctx: ToolContext, command: str) -> ToolResult:
                 cwd=cwd,
                 env=_command_env(ctx),
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
     except OSError as exc:
         return ToolResult(content=f"Could not start the command: {exc}", is_error=True)
