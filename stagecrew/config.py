@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stagecrew.messages import ModelRole, ModelSpecWire
+from stagecrew.tools.providers import ProviderSpec
 
 PROJECT_DIR = ".stagecrew"
 
@@ -224,6 +225,12 @@ class Config(_Strict):
     # What a permission rule of `ask` becomes when no person is at the terminal.
     ask_policy: Literal["ask", "allow", "deny"] = "ask"
     verify_commands: list[str] = []
+    # Tool providers besides the built-in tools: [{"kind": ..., "name": ..., "options": {}}].
+    providers: list[ProviderSpec] = []
+    # MCP servers ({"servers": {NAME: ...}, "enabled": [...], "disabled": [...]}) and hooks
+    # (Claude Code's shape); each is validated by its own module when a session is prepared.
+    mcp: dict[str, Any] = {}
+    hooks: dict[str, Any] = {}
 
     def public_dict(self) -> dict[str, Any]:
         """The configuration as it may appear in logs: it never holds keys, only their names."""

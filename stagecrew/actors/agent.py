@@ -9,7 +9,7 @@ this class as a Ray actor while tests run it in-process against the same scripte
 Memory: the first system prompt carries project instructions and memory; before every model
 call a ``ContextManager`` (``actors/context.py``) checks how full the window is, asks for
 checkpoints as it fills and rebuilds the context from memory near the limit. The ``memory``
-and ``tasks`` tools find what they need in ``ctx.state``.
+and ``tasks`` tools find what they need in ``ctx.services``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ from stagecrew.messages import (
     Usage,
     new_id,
 )
-from stagecrew.tools.base import Tool, ToolContext, ToolResult, execute
+from stagecrew.tools.base import Tool, ToolContext, ToolResult
+from stagecrew.tools.providers import BuiltinTools, ToolProvider, ToolSet
 
 
 class _Stop(Exception):
@@ -73,24 +74,27 @@ class Agent:
         events: EventSink,
         *,
         tools: dict[str, Tool] | None = None,
+        providers: list[ToolProvider] | None = None,
         ask_permission: PermissionPort | None = None,
         checkpoint: CheckpointPort | None = None,
         goal_gate: GoalGate | None = None,
         delta_interval_s: float = 0.05,
     ) -> None:
         from stagecrew.tools.permissions import DEFAULT_RULES, PermissionChecker
-        from stagecrew.tools.registry import default_tools, select_tools
+        from stagecrew.tools.registry import default_tools
 
         self.spec = spec
         self.model = model
         self.events = events
-        every_tool = tools if tools is not None else default_tools()
-        self.tools = select_tools(spec.tools, every_tool)
+        # The built-in tools first, then the session's providers (MCP servers, ...); the
+        # profile's ``tools`` list picks from all of them.
+        builtin = BuiltinTools(tools if tools is not None else default_tools())
+        self.tools = ToolSet([builtin, *(providers or [])], spec.tools)
         # Tools that exist but this profile leaves out (plan mode's write tools): asking for
         # one is a well-formed call to refuse, not a format failure.
-        self.withheld_tools = set(every_tool) - set(self.tools)
+        self.withheld_tools = self.tools.withheld
         self.goal_gate = goal_gate
-        self.tool_schemas = [t.schema() for t in self.tools.values()]
+        self.tool_schemas = self.tools.schemas()
         self.ctx = ToolContext(
             workspace=Path(spec.workspace),
             read_only=spec.read_only,
@@ -119,19 +123,19 @@ class Agent:
         self.cancel_detail = ""
 
     def _setup_memory(self) -> ContextManager:
-        """What the ``memory`` and ``tasks`` tools expect in ``ctx.state``, and the context
+        """What the ``memory`` and ``tasks`` tools find in ``ctx.services``, and the context
         manager that shares their index. The index opens here only when the agent has a
         session directory (every orchestrated agent does); otherwise on first use."""
         from stagecrew.memory.index import MemoryIndex
         from stagecrew.tools.memory_tools import memory_index
 
         paths = agent_memory_paths(self.spec)
-        state = self.ctx.state
-        state["memory_paths"] = paths
-        state["user_config_dir"] = str(paths.user_config_dir)
+        services = self.ctx.services
+        services.memory_paths = paths
+        services.user_config_dir = str(paths.user_config_dir)
         if self.ctx.session_dir is not None:
             try:
-                state["memory_index"] = MemoryIndex(paths.index_db)
+                services.memory_index = MemoryIndex(paths.index_db)
             except Exception as exc:  # memory is a help, not a precondition: run without it
                 self.events.emit(
                     Notice(
@@ -141,7 +145,7 @@ class Agent:
                     )
                 )
         if self.checkpoint is not None:
-            state["memory_writer"] = self.checkpoint.save_memory
+            services.memory_writer = self.checkpoint.save_memory
         return ContextManager.from_spec(
             self.spec,
             self.tool_schemas,
@@ -181,7 +185,7 @@ class Agent:
             return self._result(StopReason.ERROR, error=f"{type(exc).__name__}: {exc}")
         finally:
             self.ctx.processes.kill_all()
-            index = self.ctx.state.get("memory_index")
+            index = self.ctx.services.memory_index
             if index is not None:
                 with contextlib.suppress(Exception):
                     index.close()
@@ -479,7 +483,7 @@ class Agent:
                         )
                     )
                 result = await self._permitted_execute(call.name, repaired.arguments)
-                if result.is_error and result.content.startswith("Invalid arguments for tool"):
+                if result.invalid_arguments:
                     format_error = result.content
         if format_error is not None:
             result = ToolResult(
@@ -535,7 +539,7 @@ class Agent:
                 else f"Permission denied by the person: {decision.reason}"
             )
             return ToolResult(content=message, is_error=True, metadata={"denied": True})
-        return await execute(self.tools, name, arguments, self.ctx)
+        return await self.tools.execute(name, arguments, self.ctx)
 
     async def _ask(self, name: str, arguments: dict[str, Any], decision: Any) -> str:
         """Put an ``ask`` rule to the person; headless runs resolve it by policy."""

@@ -24,6 +24,7 @@ from stagecrew.actors.gateway import ModelGateway
 from stagecrew.actors.spec import AgentResult, AgentSpec, PermissionPort
 from stagecrew.messages import Message, ModelRequest, StreamItem
 from stagecrew.tools.base import Tool
+from stagecrew.tools.providers import ToolProvider
 
 __all__ = ["CollectingSink", "InProcessModelPort", "run_agent_inprocess"]
 
@@ -72,12 +73,14 @@ async def run_agent_inprocess(
     spec: AgentSpec,
     *,
     tools: dict[str, Tool] | None = None,
+    providers: list[ToolProvider] | None = None,
     ask_permission: PermissionPort | None = None,
     gateway: ModelGateway | None = None,
 ) -> tuple[AgentResult, list[Message]]:
     """Run one agent to its stop reason in this process; return its result and its events.
 
-    ``tools`` and ``ask_permission`` go to ``Agent`` unchanged (``None``: every built-in tool;
+    ``tools``, ``providers`` and ``ask_permission`` go to ``Agent`` unchanged (``None``: every
+    built-in tool, no other provider;
     ``ask`` rules resolved by ``spec.ask_policy``). ``gateway`` lets a caller share one gateway
     between runs or register credentials on it first; by default a fresh one is built with
     ``preload=False`` (its warm-up is a throw-away call whose only point is a fast first
@@ -86,6 +89,13 @@ async def run_agent_inprocess(
     """
     gw = gateway if gateway is not None else ModelGateway(preload=False)
     sink = CollectingSink()
-    agent = Agent(spec, InProcessModelPort(gw), sink, tools=tools, ask_permission=ask_permission)
+    agent = Agent(
+        spec,
+        InProcessModelPort(gw),
+        sink,
+        tools=tools,
+        providers=providers,
+        ask_permission=ask_permission,
+    )
     result = await agent.run()
     return result, sink.messages

@@ -24,6 +24,7 @@ from stagecrew.messages import (
     StreamItem,
     Usage,
 )
+from stagecrew.tools.providers import ProviderSpec
 
 # The context window assumed when neither the config nor the profile names one: a safe floor
 # for current hosted models.
@@ -91,6 +92,8 @@ class AgentSpec(BaseModel):
     adopt_tasks_from: list[str] = []
     # A verified stop condition (/goal): when the model stops, the judge rules on evidence.
     goal_spec: GoalSpec | None = None
+    # Tool providers besides the built-in tools (MCP servers, ...); subagents inherit them.
+    providers: list[ProviderSpec] = []
 
 
 class AgentResult(BaseModel):

@@ -106,6 +106,7 @@ def prepare_session(
         role_models={r.value: config.models.for_role(r).wire() for r in ModelRole},
         user_config_dir=str(user_config_dir()),
         max_depth=config.limits.max_subagent_depth,
+        providers=list(config.providers),
         **({"context_window": model_cfg.context_window} if model_cfg.context_window else {}),
     )
     return PreparedSession(spec=spec, credentials=credentials)

@@ -19,12 +19,14 @@ from stagecrew.messages import (
     Envelope,
     Heartbeat,
     Message,
+    Notice,
     ModelRole,
     PermissionRequest,
     StopReason,
 )
 from stagecrew.orchestrator.model_port import RayModelPort
 from stagecrew.orchestrator.procs import ACTOR_ID_VAR
+from stagecrew.tools.providers import ProviderEnv, build_providers
 from stagecrew.tools.registry import default_tools
 
 
@@ -100,6 +102,30 @@ class RaySubagentPort:
                 await self.supervisor.cancel.remote(actor_id)
 
 
+class RayServicePorts:
+    """A session's tool services (``ProviderEnv.service``) as port objects over their
+    actors: ``specs()`` and ``call()`` become Ray calls to the session's service actor."""
+
+    def __init__(self, supervisor: Any, session: str) -> None:
+        self.supervisor = supervisor
+        self.session = session
+
+    async def get(self, kind: str, options: dict[str, Any]) -> Any:
+        handle = await self.supervisor.tool_service.remote(self.session, kind, options)
+        return _ActorToolPort(handle)
+
+
+class _ActorToolPort:
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def specs(self) -> list[dict[str, Any]]:
+        return list(await self.handle.specs.remote())
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.handle.call.remote(name, arguments))
+
+
 class RayCheckpointPort:
     """The session's checkpoint-writer service as the agent's ``CheckpointPort``.
 
@@ -170,15 +196,27 @@ class AgentHost:
             judge = await supervisor.service.remote(spec.session, "judge", judge_model)
             port = RayJudgePort(judge, workspace=spec.workspace)
             goal_gate = GoalGate(spec.goal_spec, port, outbox, actor_id=spec.actor_id)
+        providers, problems = await build_providers(
+            spec.providers,
+            ProviderEnv(
+                session=spec.session,
+                actor_id=spec.actor_id,
+                workspace=spec.workspace,
+                service=RayServicePorts(supervisor, spec.session).get,
+            ),
+        )
+        for problem in problems:
+            outbox.emit(Notice(actor_id=spec.actor_id, level="warning", text=problem))
         self.agent = Agent(
             spec,
             RayModelPort(gateways),
             outbox,
+            providers=providers,
             ask_permission=ask,
             checkpoint=RayCheckpointPort(supervisor, spec),
             goal_gate=goal_gate,
         )
-        self.agent.ctx.state["subagents"] = RaySubagentPort(supervisor, spec)
+        self.agent.ctx.services.subagents = RaySubagentPort(supervisor, spec)
         self._task = asyncio.create_task(self.agent.run())
         beat = asyncio.create_task(self._heartbeat(outbox, spec.actor_id, heartbeat_s))
         try:

@@ -21,12 +21,18 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from stagecrew.tools.services import AgentServices
+
 
 class ToolResult(BaseModel):
-    """What a tool hands back: text for the model, plus metadata for people and logs."""
+    """What a tool hands back: text for the model, plus metadata for people and logs.
+
+    ``invalid_arguments`` marks the one recoverable error that is the model's fault (the call
+    did not fit the tool's schema): the loop counts those toward ``model_format_failures``."""
 
     content: str
     is_error: bool = False
+    invalid_arguments: bool = False
     metadata: dict[str, Any] = {}
 
 
@@ -82,7 +88,9 @@ class ToolContext:
     session_dir: Path | None = None
     agent_id: str = "agent"
     processes: ProcessRegistry = field(default_factory=ProcessRegistry)
-    # Free-form per-agent state a tool may keep between calls (todo list, background jobs).
+    # What the agent provides beyond the workspace (memory, subagents, ...), typed.
+    services: AgentServices = field(default_factory=AgentServices)
+    # A tool's own scratch between calls (todo list, background jobs), keyed by the tool.
     state: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -146,6 +154,7 @@ async def execute(
                 content=f"Invalid arguments for tool '{name}': not valid JSON ({exc.msg} at "
                 f"position {exc.pos}). Send the arguments as one JSON object.",
                 is_error=True,
+                invalid_arguments=True,
             )
     if arguments is None:
         arguments = {}
@@ -154,11 +163,14 @@ async def execute(
             content=f"Invalid arguments for tool '{name}': expected a JSON object, got "
             f"{type(arguments).__name__}.",
             is_error=True,
+            invalid_arguments=True,
         )
     try:
         args = tool.Args.model_validate(arguments)
     except ValidationError as exc:
-        return ToolResult(content=describe_validation_error(name, exc), is_error=True)
+        return ToolResult(
+            content=describe_validation_error(name, exc), is_error=True, invalid_arguments=True
+        )
     if ctx.read_only and not (tool.read_only or tool.sandboxable):
         return ToolResult(
             content=f"Tool '{name}' is not allowed in read-only (plan) mode: it can change files.",

@@ -151,7 +151,7 @@ def _check_branch_name(repo: Any, name: str) -> None:
 
 
 def _protected(ctx: ToolContext) -> list[str]:
-    configured = ctx.state.get("protected_branches")
+    configured = ctx.services.protected_branches
     if configured is None:
         return list(DEFAULT_PROTECTED)
     return [str(b) for b in configured]
@@ -216,7 +216,7 @@ def _commit(ctx: ToolContext, repo: Any, args: GitArgs) -> str:
         raise GitError("commit needs a message")
     branch = _current_branch(repo)
     protected = _protected(ctx)
-    if branch in protected and not ctx.state.get("allow_protected_commit"):
+    if branch in protected and not ctx.services.allow_protected_commit:
         raise GitError(
             f"refusing to commit on protected branch '{branch}' (protected: "
             f"{', '.join(protected)}). Create a branch first: git action=switch with "

@@ -12,8 +12,8 @@ then decide per action, because ``execute`` only checks the class flag:
   naturally is a task tree. Nothing outside the session changes.
 
 The tools never write ``MEMORY.md`` themselves: ``save`` calls the async callable the lead puts
-in ``ctx.state["memory_writer"]`` (``(section, text) -> str``), so project memory keeps a
-single writer. Paths come from ``ctx.state["memory_paths"]`` when the lead provides one, else
+in ``ctx.services.memory_writer`` (``(section, text) -> str``), so project memory keeps a
+single writer. Paths come from ``ctx.services.memory_paths`` when the agent provides them, else
 from ``ctx.workspace`` and ``ctx.session_dir``.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,26 +38,21 @@ from stagecrew.tools.base import Tool, ToolContext, ToolResult
 
 
 def memory_paths(ctx: ToolContext) -> MemoryPaths:
-    """The memory paths for this agent (the lead may inject its own in ``ctx.state``)."""
-    paths = ctx.state.get("memory_paths")
-    if isinstance(paths, MemoryPaths):
-        return paths
-    config_dir = ctx.state.get("user_config_dir")
-    paths = MemoryPaths.for_session_dir(
-        ctx.workspace, ctx.session_dir, Path(config_dir) if config_dir else None
-    )
-    ctx.state["memory_paths"] = paths
-    return paths
+    """The memory paths for this agent (the agent sets them in ``ctx.services``)."""
+    services = ctx.services
+    if services.memory_paths is None:
+        config_dir = services.user_config_dir
+        services.memory_paths = MemoryPaths.for_session_dir(
+            ctx.workspace, ctx.session_dir, Path(config_dir) if config_dir else None
+        )
+    return services.memory_paths
 
 
 def memory_index(ctx: ToolContext) -> MemoryIndex:
-    """One open index per agent, kept in ``ctx.state`` so its caches survive between calls."""
-    index = ctx.state.get("memory_index")
-    if isinstance(index, MemoryIndex):
-        return index
-    index = MemoryIndex(memory_paths(ctx).index_db)
-    ctx.state["memory_index"] = index
-    return index
+    """One open index per agent, kept in ``ctx.services`` so its caches survive calls."""
+    if ctx.services.memory_index is None:
+        ctx.services.memory_index = MemoryIndex(memory_paths(ctx).index_db)
+    return ctx.services.memory_index
 
 
 def _where(hit: Hit, root: Path) -> str:
@@ -156,7 +151,7 @@ class MemoryTool(Tool):
             section = resolve_memory_section(args.section)
         except ValueError as exc:
             return ToolResult(content=str(exc), is_error=True)
-        writer: Any = ctx.state.get("memory_writer")
+        writer = ctx.services.memory_writer
         if writer is None:
             return ToolResult(
                 content="Project memory is not writable in this session (no memory writer). "

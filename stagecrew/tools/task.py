@@ -1,7 +1,7 @@
 """``task`` and ``task_result``: fan work out to subagents, in parallel, and collect results.
 
 The tools are plain: they talk to a ``SubagentPort`` the agent's host puts in
-``ctx.state["subagents"]`` (the Ray host routes it through the supervisor, which starts each
+``ctx.services.subagents`` (the Ray host routes it through the supervisor, which starts each
 subagent as its own actor from the warm pool). Waiting is cancellable: if the parent is
 cancelled while it waits, the children it started are cancelled with it, never orphaned.
 """
@@ -9,19 +9,12 @@ cancelled while it waits, the children it started are cancelled with it, never o
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
 from stagecrew.tools.base import Tool, ToolContext, ToolResult
-
-
-class SubagentPort(Protocol):
-    async def spawn(self, prompt: str, profile: str, description: str) -> str: ...
-
-    async def wait(self, ids: list[str], timeout_s: float | None) -> dict[str, dict[str, Any]]: ...
-
-    async def cancel(self, ids: list[str]) -> None: ...
+from stagecrew.tools.services import SubagentPort
 
 
 class TaskItem(BaseModel):
@@ -62,7 +55,7 @@ class TaskArgs(BaseModel):
 
 
 def _port(ctx: ToolContext) -> SubagentPort | None:
-    return ctx.state.get("subagents")
+    return ctx.services.subagents
 
 
 def format_results(results: dict[str, dict[str, Any]]) -> str:
@@ -101,7 +94,7 @@ class Task(Tool):
             if ids:
                 await port.cancel(ids)
             return ToolResult(content=f"Could not start subagent: {errors[0]}", is_error=True)
-        started = ctx.state.setdefault("subagent_ids", [])
+        started = ctx.services.subagent_ids
         started.extend(ids)
         if args.run_in_background:
             listing = ", ".join(ids)
@@ -143,7 +136,7 @@ class TaskResultTool(Tool):
         port = _port(ctx)
         if port is None:
             return ToolResult(content="Subagents are not available in this agent.", is_error=True)
-        known = set(ctx.state.get("subagent_ids", []))
+        known = set(ctx.services.subagent_ids)
         unknown = [i for i in args.task_ids if i not in known]
         if unknown:
             return ToolResult(

@@ -22,11 +22,11 @@ def ctx(tmp_path: Path) -> ToolContext:
     session = root / ".stagecrew" / "state" / "sessions" / "s1"
     session.mkdir(parents=True)
     context = ToolContext(workspace=root, session_dir=session, agent_id="lead")
-    context.state["user_config_dir"] = str(tmp_path / "cfg")
+    context.services.user_config_dir = str(tmp_path / "cfg")
     paths = MemoryPaths.for_session_dir(context.workspace, session, tmp_path / "cfg")
-    context.state["memory_writer"] = ProjectMemoryWriter(paths.project_memory)
+    context.services.memory_writer = ProjectMemoryWriter(paths.project_memory)
     yield context
-    index = context.state.get("memory_index")
+    index = context.services.memory_index
     if isinstance(index, MemoryIndex):
         index.close()
 
@@ -53,13 +53,13 @@ async def test_note_then_search_finds_it(ctx: ToolContext) -> None:
 
 async def test_save_goes_through_the_writer(ctx: ToolContext) -> None:
     calls: list[tuple[str, str]] = []
-    real = ctx.state["memory_writer"]
+    real = ctx.services.memory_writer
 
     async def routed(section: str, text: str) -> str:  # what the lead's actor proxy does
         calls.append((section, text))
         return await real(section, text)
 
-    ctx.state["memory_writer"] = routed
+    ctx.services.memory_writer = routed
     r = await execute(
         TOOLS, "memory", {"action": "save", "section": "rules", "text": "use uv, not pip"}, ctx
     )
@@ -76,7 +76,7 @@ async def test_save_errors(ctx: ToolContext) -> None:
     assert r.is_error and "Unknown project memory section" in r.content
     r = await execute(TOOLS, "memory", {"action": "save", "text": ""}, ctx)
     assert r.is_error and "needs 'text'" in r.content
-    del ctx.state["memory_writer"]
+    ctx.services.memory_writer = None
     r = await execute(TOOLS, "memory", {"action": "save", "text": "x"}, ctx)
     assert r.is_error and "no memory writer" in r.content
     assert not (ctx.workspace / ".stagecrew" / "memory" / "MEMORY.md").exists()
@@ -151,11 +151,11 @@ async def test_tasks_owner_rule_through_the_tool(ctx: ToolContext) -> None:
 
 async def test_no_session_dir(tmp_path: Path) -> None:
     ctx = ToolContext(workspace=tmp_path)
-    ctx.state["user_config_dir"] = str(tmp_path / "cfg")
+    ctx.services.user_config_dir = str(tmp_path / "cfg")
     r = await execute(TOOLS, "tasks", {"action": "list"}, ctx)
     assert r.is_error and "No session directory" in r.content
     r = await execute(TOOLS, "memory", {"action": "note", "text": "x"}, ctx)
     assert r.is_error
     r = await execute(TOOLS, "memory", {"action": "search", "query": "x"}, ctx)
     assert not r.is_error
-    ctx.state["memory_index"].close()
+    ctx.services.memory_index.close()

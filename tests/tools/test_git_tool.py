@@ -78,11 +78,11 @@ async def test_status_diff_add_commit_on_branch(ctx: ToolContext, repo: Path) ->
 async def test_protected_branch_configuration(ctx: ToolContext, repo: Path) -> None:
     (repo / "a").write_text("a")
     await g(ctx, action="add", paths=["a"])
-    ctx.state["allow_protected_commit"] = True
+    ctx.services.allow_protected_commit = True
     r = await g(ctx, action="commit", message="allowed")
     assert not r.is_error, r.content
-    ctx.state.clear()
-    ctx.state["protected_branches"] = ["release"]
+    ctx.services.allow_protected_commit = False
+    ctx.services.protected_branches = ["release"]
     (repo / "b").write_text("b")
     await g(ctx, action="add", paths=["b"])
     assert not (await g(ctx, action="commit", message="main is fine now")).is_error
