@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from stagecrew.messages import ModelRole, ModelSpecWire
 from stagecrew.tools.providers import ProviderSpec
@@ -232,6 +232,13 @@ class Config(_Strict):
     mcp: dict[str, Any] = {}
     hooks: dict[str, Any] = {}
 
+    # The layers it was built from: keys whose sources all count (hooks) read them one by one.
+    _layers: list[Layer] = PrivateAttr(default_factory=list)
+
+    def layer_values(self, key: str) -> list[tuple[str, Any]]:
+        """``(source, value)`` of ``key`` in every file layer that sets it, lowest first."""
+        return [(layer.source, layer.data[key]) for layer in self._layers if key in layer.data]
+
     def public_dict(self) -> dict[str, Any]:
         """The configuration as it may appear in logs: it never holds keys, only their names."""
         return self.model_dump(mode="json", exclude_none=True)
@@ -423,10 +430,12 @@ def build_config(layers: list[Layer]) -> Config:
         if values and all(isinstance(v, list) for v in values):
             merged[key] = [item for v in values for item in v]
     try:
-        return Config.model_validate(merged)
+        config = Config.model_validate(merged)
     except ValidationError as exc:
         lines = [_explain(e, layers) for e in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    config._layers = list(layers)
+    return config
 
 
 def load_config(

@@ -291,6 +291,32 @@ class ToolFinished(_Msg):
     metadata: dict[str, Any] = {}
 
 
+class HookRan(_Msg):
+    """One hook command ran (Claude Code's hooks contract): for which event and matcher, how
+    it ended and what it decided, so ``crew logs`` shows every guard that acted."""
+
+    kind: Literal["hook_ran"] = "hook_ran"
+    actor_id: str | None = None
+    event: str
+    matcher: str = ""
+    command: str
+    exit_code: int | None = None
+    duration_ms: float = 0.0
+    timed_out: bool = False
+    decision: str = ""
+    tool: str | None = None
+
+
+class ServiceEvent(_Msg):
+    """A per-session service (MCP servers, ...) changed state: started, failed, restarted,
+    stopped; ``detail`` is the one line a person reads."""
+
+    kind: Literal["service_event"] = "service_event"
+    service: str
+    state: Literal["starting", "running", "failed", "restarted", "stopped"]
+    detail: str = ""
+
+
 class Notice(_Msg):
     """Something a person should see that is not the model's output (warnings, repairs)."""
 
@@ -388,6 +414,8 @@ Message = Annotated[
     | AssistantMessage
     | ToolStarted
     | ToolFinished
+    | HookRan
+    | ServiceEvent
     | Notice
     | TaskTreeChanged
     | CheckpointWritten

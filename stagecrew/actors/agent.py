@@ -23,6 +23,7 @@ from typing import Any
 
 from stagecrew.actors.context import CheckpointPort, ContextManager, agent_memory_paths
 from stagecrew.actors.goal import GoalGate
+from stagecrew.actors.hook_gate import AgentHooks, HookStop
 from stagecrew.actors.loopdetect import Detection, Escalation, LoopDetector
 from stagecrew.actors.spec import (
     AgentResult,
@@ -95,6 +96,7 @@ class Agent:
         self.withheld_tools = self.tools.withheld
         self.goal_gate = goal_gate
         self.tool_schemas = self.tools.schemas()
+        self.hooks = AgentHooks(spec, events)
         self.ctx = ToolContext(
             workspace=Path(spec.workspace),
             read_only=spec.read_only,
@@ -159,15 +161,31 @@ class Agent:
 
     async def run(self) -> AgentResult:
         """Run to a stop reason. Cancellation kills every process the tools started."""
+        result = await self._run()
+        with contextlib.suppress(HookStop):  # SessionEnd cannot change how the run ended
+            await self.hooks.on_end(result.stop_reason.value)
+        return result
+
+    async def _run(self) -> AgentResult:
         try:
+            resumed = bool(self.messages)
             if not self.messages:
                 self.messages = self.context.initial_messages(self.spec.prompt)
             else:
                 self.messages = self.context.adopt(self.messages)
+            refusal, context = await self.hooks.on_start(resumed, self.spec.prompt)
+            if refusal is not None:
+                raise _Stop(
+                    StopReason.ERROR, error=f"a UserPromptSubmit hook refused the prompt: {refusal}"
+                )
+            if context:
+                self.messages.append({"role": "user", "content": f"[hook context]\n{context}"})
             await self._adopt_tasks()
             while True:
                 self._check_limits()
                 await self._step()
+        except HookStop as stop:
+            return self._result(StopReason.CANCELLED, error=f"stopped by a hook: {stop}")
         except _Stop as stop:
             # The last checkpoint should land before the session (and its writer) closes.
             with contextlib.suppress(asyncio.CancelledError):
@@ -297,6 +315,10 @@ class Agent:
         )
         if not calls:
             self._watch_loops(self.loops.record_text(text))
+            keep_going = await self.hooks.on_stop()
+            if keep_going is not None:
+                self.messages.append({"role": "user", "content": f"[Stop hook] {keep_going}"})
+                return
             if self.goal_gate is not None:
                 decision = await self.goal_gate.on_stop(self.messages, text)
                 if not decision.stop:
@@ -528,8 +550,18 @@ class Agent:
         )
 
     async def _permitted_execute(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        gate = await self.hooks.before_tool(name, arguments)
+        if gate.result is not None:
+            return gate.result
+        arguments = gate.arguments if gate.arguments is not None else arguments
         decision = self.permissions.check(name, arguments, self.ctx.workspace)
         action = decision.action
+        # A hook's allow answers an ask; its ask asks even where a rule allows; a deny rule
+        # holds whatever a hook says.
+        if action == "ask" and gate.permission == "allow":
+            action = "allow"
+        elif action == "allow" and gate.permission == "ask":
+            action = "ask"
         if action == "ask":
             action = await self._ask(name, arguments, decision)
         if action != "allow":
@@ -539,13 +571,15 @@ class Agent:
                 else f"Permission denied by the person: {decision.reason}"
             )
             return ToolResult(content=message, is_error=True, metadata={"denied": True})
-        return await self.tools.execute(name, arguments, self.ctx)
+        result = await self.tools.execute(name, arguments, self.ctx)
+        return await self.hooks.after_tool(name, arguments, result)
 
     async def _ask(self, name: str, arguments: dict[str, Any], decision: Any) -> str:
         """Put an ``ask`` rule to the person; headless runs resolve it by policy."""
         if self.ask_permission is None:
             return "deny"
         summary = _summarise_call(name, arguments)
+        await self.hooks.on_ask(summary)
         request = PermissionRequest(
             request_id=new_id("perm-"),
             actor_id=self.spec.actor_id,

@@ -94,6 +94,9 @@ class AgentSpec(BaseModel):
     goal_spec: GoalSpec | None = None
     # Tool providers besides the built-in tools (MCP servers, ...); subagents inherit them.
     providers: list[ProviderSpec] = []
+    # Hooks (Claude Code's contract) as (source, raw ``hooks`` object) in config order,
+    # validated when the session was prepared; the agent parses and runs them.
+    hooks: list[tuple[str, dict[str, Any]]] = []
 
 
 class AgentResult(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stagecrew.actors.spec import AgentSpec
 from stagecrew.config import Config, user_config_dir
@@ -44,6 +45,21 @@ def credentials_for(
             )
         creds[env_name] = value
     return creds
+
+
+def _hook_sources(config: Config, workspace: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The session's hooks, validated now (a bad file is a config error before anything
+    starts): Claude Code's settings files and stagecrew's own ``hooks`` keys, in order."""
+    from stagecrew.hooks import hook_sources
+
+    user_file = str(user_config_dir() / "config.json")
+    layers = config.layer_values("hooks")
+    user = next(((s, v) for s, v in layers if s == user_file), None)
+    project = next(((s, v) for s, v in layers if s != user_file), None)
+    return [
+        (source, dict(hooks))
+        for source, hooks in hook_sources(workspace, user_hooks=user, project_hooks=project)
+    ]
 
 
 def prepare_session(
@@ -107,6 +123,7 @@ def prepare_session(
         user_config_dir=str(user_config_dir()),
         max_depth=config.limits.max_subagent_depth,
         providers=list(config.providers),
+        hooks=_hook_sources(config, workspace),
         **({"context_window": model_cfg.context_window} if model_cfg.context_window else {}),
     )
     return PreparedSession(spec=spec, credentials=credentials)
