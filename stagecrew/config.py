@@ -303,10 +303,13 @@ def find_project_root(start: Path) -> Path:
     return start
 
 
-def _read_json_layer(path: Path) -> Layer | None:
-    # Only a file that is not there is "no layer". Anything else in the way (a directory the
-    # user cannot enter, an unreadable file) is an error: skipping the file would quietly run
-    # with other settings (a project's `deny` rules among them).
+def read_json_file(path: Path, what: str = "config file") -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``None`` only when there is no such file.
+
+    Anything else in the way (a directory the user cannot enter, an unreadable file, bad
+    UTF-8 or JSON, not an object) is a one-line ``ConfigError`` naming the file and the fix:
+    skipping it would quietly run with other settings (a project's ``deny`` rules, its hooks,
+    its MCP servers). Every settings file stagecrew reads comes through here."""
     own = path.parent
     try:
         st = os.stat(path)
@@ -314,15 +317,15 @@ def _read_json_layer(path: Path) -> Layer | None:
         return None
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read config file: {describe_os_error(path, exc, own=own)}"
+            f"{path}: cannot read {what}: {describe_os_error(path, exc, own=own)}"
         ) from exc
     if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{path}: not a regular file; a config file must be a JSON file")
+        raise ConfigError(f"{path}: not a regular file; a {what} must be a JSON file")
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read config file: {describe_os_error(path, exc, own=own)}"
+            f"{path}: cannot read {what}: {describe_os_error(path, exc, own=own)}"
         ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(
@@ -339,7 +342,12 @@ def _read_json_layer(path: Path) -> Layer | None:
         raise ConfigError(
             f"{path}: expected a JSON object at the top level, got {type(data).__name__}"
         )
-    return Layer(str(path), data)
+    return data
+
+
+def _read_json_layer(path: Path) -> Layer | None:
+    data = read_json_file(path)
+    return None if data is None else Layer(str(path), data)
 
 
 def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

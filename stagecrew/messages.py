@@ -55,6 +55,7 @@ class ActorRole(StrEnum):
     CHECKPOINT_WRITER = "checkpoint-writer"
     JUDGE = "judge"
     CANDIDATE = "candidate"
+    MCP = "mcp"
 
 
 class ActorState(StrEnum):

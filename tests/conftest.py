@@ -25,6 +25,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from stagecrew.testing.fixtures import scripted_llm  # noqa: F401  (re-exported fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
+# The hook and MCP test folders keep their helpers beside them; their fixtures load here as
+# plugins (a second conftest.py would shadow this one's helpers, imported as `conftest`).
+sys.path[:0] = [str(ROOT / "tests" / "hooks"), str(ROOT / "tests" / "mcp")]
+pytest_plugins = ["hook_fixtures", "mcp_fixtures"]
 
 
 def git(repo: Path, *args: str) -> str:

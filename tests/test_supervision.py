@@ -159,6 +159,14 @@ def test_supervisor_killed_mid_tool_nothing_survives_and_resume_finishes(
     assert restart_s < 30
 
 
+def _mcp_servers() -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if "mcp_server_time" in " ".join(p.info["cmdline"] or [])
+    ]
+
+
 def _zombie(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -169,14 +177,18 @@ def _zombie(pid: int) -> bool:
 def test_crew_down_during_a_session_leaves_a_stop_record(git_repo: Path, tmp_path: Path) -> None:
     """Its own head (its own state home): ``crew down`` must not stop the shared test head."""
     env = {"STAGECREW_HOME": str(tmp_path / "own-head")}
+    server = {"command": sys.executable, "args": ["-m", "mcp_server_time"]}
+    (git_repo / ".mcp.json").write_text(json.dumps({"mcpServers": {"time": server}}))
     with ScriptedLLM([{"text": "never finished", "delay": 120}]) as llm:
         _config(git_repo, llm)
         started = crew("run", "--background", "Work slowly.", cwd=git_repo, env=env)
         assert started.returncode == 0, started.stderr
         sid = started.stdout.strip()
         wait_for(lambda: llm.requests, timeout=60)
+        assert _mcp_servers()  # the session's MCP server runs
         down = crew("down", cwd=git_repo, env=env)
     assert down.returncode == 0, down.stderr
+    assert not _mcp_servers()
     events = _events(git_repo, sid)
     last = events[-1].body
     assert last.kind == "session_finished"

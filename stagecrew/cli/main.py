@@ -427,6 +427,12 @@ def kill(target: Annotated[str, typer.Argument(help="A session id or an actor id
     raise typer.Exit(cancel_target(target, kill=True))
 
 
+# `crew mcp list|add|remove` (stagecrew/cli/mcp_cmd.py).
+from stagecrew.cli.mcp_cmd import mcp_app  # noqa: E402
+
+app.add_typer(mcp_app, name="mcp")
+
+
 def main() -> None:
     # A process started in the background inherits SIGINT as ignored, and Python then leaves
     # it ignored; Ctrl-C (cancel a run, detach from attach) must work however crew started.

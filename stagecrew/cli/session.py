@@ -47,15 +47,41 @@ def credentials_for(
     return creds
 
 
+def _layer_pair(config: Config, key: str) -> tuple[tuple[str, Any] | None, tuple[str, Any] | None]:
+    """``key``'s value in the user's and in the project's config file, with their paths (the
+    keys whose sources all count, hooks and MCP servers, read the layers one by one)."""
+    user_file = str(user_config_dir() / "config.json")
+    layers = config.layer_values(key)
+    user = next(((s, v) for s, v in layers if s == user_file), None)
+    project = next(((s, v) for s, v in layers if s != user_file), None)
+    return user, project
+
+
+def _mcp_providers(config: Config, workspace: Path, environ: dict[str, str]) -> list[Any]:
+    """The session's MCP servers (``.mcp.json`` and the ``mcp`` keys, ``${VAR}`` expanded in
+    the person's environment) as one provider; none configured, none."""
+    from stagecrew.mcp.config import load_mcp_config
+    from stagecrew.mcp.provider import provider_spec
+
+    user, project = _layer_pair(config, "mcp")
+    mcp = load_mcp_config(
+        workspace,
+        user=user[1] if user else None,
+        project=project[1] if project else None,
+        environ=environ,
+        user_source=user[0] if user else None,
+        project_source=project[0] if project else None,
+    )
+    spec = provider_spec(mcp)
+    return [spec] if spec is not None else []
+
+
 def _hook_sources(config: Config, workspace: Path) -> list[tuple[str, dict[str, Any]]]:
     """The session's hooks, validated now (a bad file is a config error before anything
     starts): Claude Code's settings files and stagecrew's own ``hooks`` keys, in order."""
     from stagecrew.hooks import hook_sources
 
-    user_file = str(user_config_dir() / "config.json")
-    layers = config.layer_values("hooks")
-    user = next(((s, v) for s, v in layers if s == user_file), None)
-    project = next(((s, v) for s, v in layers if s != user_file), None)
+    user, project = _layer_pair(config, "hooks")
     return [
         (source, dict(hooks))
         for source, hooks in hook_sources(workspace, user_hooks=user, project_hooks=project)
@@ -122,7 +148,7 @@ def prepare_session(
         role_models={r.value: config.models.for_role(r).wire() for r in ModelRole},
         user_config_dir=str(user_config_dir()),
         max_depth=config.limits.max_subagent_depth,
-        providers=list(config.providers),
+        providers=[*config.providers, *_mcp_providers(config, workspace, environ)],
         hooks=_hook_sources(config, workspace),
         **({"context_window": model_cfg.context_window} if model_cfg.context_window else {}),
     )

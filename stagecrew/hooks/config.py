@@ -30,13 +30,12 @@ import json
 import math
 import os
 import re
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from stagecrew.config import ConfigError, describe_os_error
+from stagecrew.config import ConfigError, read_json_file
 from stagecrew.hooks.events import CLAUDE_ONLY_EVENTS, EVENTS
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -296,43 +295,9 @@ def merge(configs: Sequence[HookConfig]) -> HookConfig:
 
 
 def _read_settings(path: Path) -> dict[str, Any] | None:
-    """A Claude Code settings file as a dict; None when there is no such file.
-
-    Only "not there" is no source: an unreadable file or directory on the way is an error,
-    since skipping it would quietly run without hooks someone relies on (a guard, say).
-    """
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise ConfigError(
-            f"{path}: cannot read settings file: {describe_os_error(path, exc)}"
-        ) from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{path}: not a regular file; a settings file must be a JSON file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"{path}: cannot read settings file: {describe_os_error(path, exc)}"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
-        ) from exc
-    if not text.strip():
-        return {}
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "fix the file or move it away"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object at the top level, got {_shown(data)}")
-    return data
+    """A Claude Code settings file as a dict; None when there is no such file (an unreadable
+    one is an error: skipping it would quietly run without a guard someone relies on)."""
+    return read_json_file(path, "settings file")
 
 
 def hook_sources(

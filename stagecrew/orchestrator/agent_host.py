@@ -16,11 +16,12 @@ from stagecrew.actors.agent import Agent
 from stagecrew.actors.spec import AgentResult, AgentSpec
 from stagecrew.envutil import restore_process_env
 from stagecrew.messages import (
+    ActorRole,
     Envelope,
     Heartbeat,
     Message,
-    Notice,
     ModelRole,
+    Notice,
     PermissionRequest,
     StopReason,
 )
@@ -102,6 +103,34 @@ class RaySubagentPort:
                 await self.supervisor.cancel.remote(actor_id)
 
 
+async def _expand_mcp_prompt(spec: AgentSpec, supervisor: Any, outbox: Outbox) -> AgentSpec:
+    """``/mcp__<server>__<prompt> args`` as the person's message: the server's prompt text,
+    from the session's MCP service (Claude Code's MCP slash commands)."""
+    line = spec.prompt.strip()
+    mcp = next((p for p in spec.providers if p.kind == "mcp"), None)
+    if not line.startswith("/mcp__") or mcp is None:
+        return spec
+    try:
+        handle = await supervisor.tool_service.remote(spec.session, "mcp", mcp.options)
+        text = await handle.expand_prompt.remote(line)
+    except Exception as exc:  # a missing argument, a failed server: say so, keep the words
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+        outbox.emit(
+            Notice(actor_id=spec.actor_id, level="error", text=f"{line.split()[0]}: {first}")
+        )
+        return spec
+    if text is None:
+        return spec
+    messages = [
+        {**m, "content": text} if m.get("role") == "user" and m.get("content") == spec.prompt else m
+        for m in spec.messages
+    ]
+    outbox.emit(
+        Notice(actor_id=spec.actor_id, text=f"{line.split()[0]}: the MCP prompt was expanded")
+    )
+    return spec.model_copy(update={"prompt": text, "messages": messages})
+
+
 class RayServicePorts:
     """A session's tool services (``ProviderEnv.service``) as port objects over their
     actors: ``specs()`` and ``call()`` become Ray calls to the session's service actor."""
@@ -124,6 +153,9 @@ class _ActorToolPort:
 
     async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return dict(await self.handle.call.remote(name, arguments))
+
+    async def notices(self) -> list[str]:
+        return list(await self.handle.notices.remote())
 
 
 class RayCheckpointPort:
@@ -205,8 +237,10 @@ class AgentHost:
                 service=RayServicePorts(supervisor, spec.session).get,
             ),
         )
-        for problem in problems:
-            outbox.emit(Notice(actor_id=spec.actor_id, level="warning", text=problem))
+        if spec.role == ActorRole.PRIMARY:  # once per session, not once per subagent
+            for problem in problems:
+                outbox.emit(Notice(actor_id=spec.actor_id, level="warning", text=problem))
+        spec = await _expand_mcp_prompt(spec, supervisor, outbox)
         self.agent = Agent(
             spec,
             RayModelPort(gateways),

@@ -11,6 +11,7 @@ reads the same files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 import ray
 
-from stagecrew.messages import ActorRole, ActorStarted, ActorState, ModelSpecWire
+from stagecrew.messages import ActorRole, ActorStarted, ActorState, ModelSpecWire, ServiceEvent
 from stagecrew.orchestrator.eventlog import session_dir
 from stagecrew.orchestrator.sessions import EventHub
 from stagecrew.orchestrator.tree import ActorRecord, ActorTree
@@ -31,7 +32,12 @@ SERVICES: dict[str, tuple[str, str, str]] = {
         "checkpoint-writer",
     ),
     "judge": ("stagecrew.orchestrator.judge_host", "JudgeHost", "judge"),
+    # Tool services: built with the provider's options instead of a model.
+    "mcp": ("stagecrew.orchestrator.mcp_host", "McpHost", "mcp"),
 }
+# Services that hold processes of their own get a ``stop()`` call before they are killed.
+GRACEFUL = {"mcp"}
+STOP_TIMEOUT_S = 10.0
 
 
 class SessionServices:
@@ -44,8 +50,9 @@ class SessionServices:
         self.node_id = node_id
         self._handles: dict[tuple[str, str], Any] = {}
 
-    async def get(self, session_id: str, kind: str, model: ModelSpecWire) -> Any:
-        """The session's service of this kind, created on first use."""
+    async def get(self, session_id: str, kind: str, model: ModelSpecWire | dict[str, Any]) -> Any:
+        """The session's service of this kind, created on first use. ``model`` is the model
+        a checkpoint writer or judge uses, or a tool service's options."""
         key = (session_id, kind)
         if key in self._handles:
             return self._handles[key]
@@ -67,6 +74,7 @@ class SessionServices:
         )
         self._handles[key] = handle
         actor_id = f"{session_id}-{kind}"
+        model_name = model.model if isinstance(model, ModelSpecWire) else ""
         self.tree.add(
             ActorRecord(
                 actor_id=actor_id,
@@ -74,15 +82,18 @@ class SessionServices:
                 role=role,
                 parent=session.primary,
                 handle=handle,
-                model=model.model,
+                model=model_name,
                 state=ActorState.RUNNING,
             )
         )
         await self.hub.emit(
             session,
             ActorStarted(
-                actor_id=actor_id, role=ActorRole(role), model=model.model, node_id=self.node_id
+                actor_id=actor_id, role=ActorRole(role), model=model_name, node_id=self.node_id
             ),
+        )
+        await self.hub.emit(
+            session, ServiceEvent(service=kind, state="running", detail=f"{role} started")
         )
         return handle
 
@@ -95,5 +106,11 @@ class SessionServices:
             if record is not None:
                 record.state = ActorState.FINISHED
                 record.done.set()
+            if kind in GRACEFUL:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(handle.stop.remote(), STOP_TIMEOUT_S)
             with contextlib.suppress(Exception):
                 ray.kill(handle)
+            session = self.hub.get(sid)
+            if session is not None and not session.finished:  # before its stop record
+                await self.hub.emit(session, ServiceEvent(service=kind, state="stopped"))

@@ -41,6 +41,7 @@ class SessionRuntime:
     first_seq: int = 1
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     finished: bool = False
+    finishing: bool = False  # its stop record is being written (set once, first thing)
     started_at: float = field(default_factory=time.time)
     primary: str | None = None
     prompt: str = ""

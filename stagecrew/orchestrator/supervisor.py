@@ -594,9 +594,13 @@ class Supervisor:
         return True
 
     async def finish_session(self, session: SessionRuntime, result: AgentResult) -> None:
-        """Write the session's stop record (once), stop its services, release followers."""
-        if session.finished:
+        """Stop the session's services, write its stop record (once, the log's last line),
+        release its followers."""
+        if session.finished or session.finishing:
             return
+        session.finishing = True
+        # The services' last events (a checkpoint, a server stopping) land before the record.
+        await self.services.stop(session.session)
         usage = result.usage
         tokens, cost = self.tree.usage(session.session)
         if tokens > usage.total_tokens:  # subagents' usage counts toward the session
@@ -617,7 +621,6 @@ class Supervisor:
                 duration_s=round(time.time() - session.started_at, 3),
             ),
         )
-        await self.services.stop(session.session)
         await self.hub.close(session)
         session.credentials = {}
         for gateway in self.gateways_for(self.node_id):
@@ -629,6 +632,10 @@ class Supervisor:
     async def service(self, session_id: str, kind: str, model: ModelSpecWire) -> Any:
         """The session's service actor of this kind (created on first use, one per session)."""
         return await self.services.get(session_id, kind, model)
+
+    async def tool_service(self, session_id: str, kind: str, options: dict[str, Any]) -> Any:
+        """The session's tool service of this kind (MCP servers), for a provider's proxy."""
+        return await self.services.get(session_id, kind, options)
 
     async def complete(
         self, session_id: str, actor_id: str, model: ModelSpecWire, messages: list[dict[str, Any]]

@@ -138,14 +138,11 @@ def describe_validation_error(tool: str, err: ValidationError) -> str:
     return f"Invalid arguments for tool '{tool}': " + "; ".join(parts)
 
 
-async def execute(
-    tools: dict[str, Tool], name: str, arguments: str | dict[str, Any] | None, ctx: ToolContext
-) -> ToolResult:
-    """Validate and run one tool call; every failure becomes an error result, never an exception."""
-    tool = tools.get(name)
-    if tool is None:
-        known = ", ".join(sorted(tools))
-        return ToolResult(content=f"Unknown tool '{name}'. Available tools: {known}", is_error=True)
+def parse_arguments(
+    name: str, arguments: str | dict[str, Any] | None
+) -> dict[str, Any] | ToolResult:
+    """A call's arguments as a dict, or the error result that tells the model what is wrong
+    with them (not JSON, not an object): the one reading every provider's calls share."""
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
@@ -157,7 +154,7 @@ async def execute(
                 invalid_arguments=True,
             )
     if arguments is None:
-        arguments = {}
+        return {}
     if not isinstance(arguments, dict):
         return ToolResult(
             content=f"Invalid arguments for tool '{name}': expected a JSON object, got "
@@ -165,6 +162,21 @@ async def execute(
             is_error=True,
             invalid_arguments=True,
         )
+    return arguments
+
+
+async def execute(
+    tools: dict[str, Tool], name: str, arguments: str | dict[str, Any] | None, ctx: ToolContext
+) -> ToolResult:
+    """Validate and run one tool call; every failure becomes an error result, never an exception."""
+    tool = tools.get(name)
+    if tool is None:
+        known = ", ".join(sorted(tools))
+        return ToolResult(content=f"Unknown tool '{name}'. Available tools: {known}", is_error=True)
+    parsed = parse_arguments(name, arguments)
+    if isinstance(parsed, ToolResult):
+        return parsed
+    arguments = parsed
     try:
         args = tool.Args.model_validate(arguments)
     except ValidationError as exc:

@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from stagecrew.tools.base import Tool, ToolContext, ToolResult, WorkspaceError, execute
+from stagecrew.tools.base import (
+    Tool,
+    ToolContext,
+    ToolResult,
+    WorkspaceError,
+    execute,
+    parse_arguments,
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ class ToolSet:
             return ToolResult(
                 content=f"Unknown tool '{name}'. Available tools: {known}", is_error=True
             )
-        parsed = _parse_arguments(name, arguments)
+        parsed = parse_arguments(name, arguments)
         if isinstance(parsed, ToolResult):
             return parsed
         if ctx.read_only and not spec.read_only:
@@ -149,31 +155,6 @@ def _allowed(spec: ToolSpec, names: set[str]) -> bool:
     if spec.name in names:
         return True
     return any(spec.name.startswith(f"{n}__") for n in names if n.startswith("mcp__"))
-
-
-def _parse_arguments(
-    name: str, arguments: str | dict[str, Any] | None
-) -> dict[str, Any] | ToolResult:
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
-            return ToolResult(
-                content=f"Invalid arguments for tool '{name}': not valid JSON ({exc.msg} at "
-                f"position {exc.pos}). Send the arguments as one JSON object.",
-                is_error=True,
-                invalid_arguments=True,
-            )
-    if arguments is None:
-        return {}
-    if not isinstance(arguments, dict):
-        return ToolResult(
-            content=f"Invalid arguments for tool '{name}': expected a JSON object, got "
-            f"{type(arguments).__name__}.",
-            is_error=True,
-            invalid_arguments=True,
-        )
-    return arguments
 
 
 # -- session providers: declared in the spec, built where the agent runs ---------------------
@@ -208,6 +189,7 @@ ProviderFactory = Callable[[ProviderSpec, ProviderEnv], Awaitable[ToolProvider]]
 # ToolProvider, and one line here.
 PROVIDERS: dict[str, str] = {
     "echo": "stagecrew.testing.echo_provider:create",
+    "mcp": "stagecrew.mcp.provider:create",
 }
 
 
@@ -230,7 +212,9 @@ async def build_providers(
         module, _, attr = target.partition(":")
         try:
             factory: ProviderFactory = getattr(importlib.import_module(module), attr)
-            built.append(await factory(spec, env))
+            provider = await factory(spec, env)
+            built.append(provider)
+            notices.extend(getattr(provider, "notices", []))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -247,6 +231,8 @@ class ToolServicePort(Protocol):
 
     async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]: ...
 
+    async def notices(self) -> list[str]: ...
+
 
 class ServiceTools:
     """A ToolProvider over a ``ToolServicePort`` (e.g. the session's MCP service): the specs
@@ -256,6 +242,8 @@ class ServiceTools:
         self.name = name
         self.port = port
         self._specs = specs
+        # Lines a person should see about this provider (a server that did not start).
+        self.notices: list[str] = []
 
     @classmethod
     async def connect(cls, name: str, port: ToolServicePort) -> ServiceTools:

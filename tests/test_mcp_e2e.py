@@ -1,0 +1,96 @@
+"""MCP servers from Claude Code's ``.mcp.json``, end to end through ``crew run``: real server
+processes in the session's MCP service actor, their tools called by the agent, faults reported
+in one line, and no server process left after the session, a cancel or ``crew down``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import crew, wait_for
+
+from stagecrew.orchestrator.eventlog import read_events, session_dir
+from stagecrew.testing.scripted_llm import ScriptedLLM
+
+pytestmark = pytest.mark.ray
+
+
+def _servers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "mcp_server_time" in cmd or "mcp-server-time" in cmd or "mcp_server_git" in cmd:
+            found.append(proc)
+    return found
+
+
+def _setup(repo: Path, llm: ScriptedLLM, servers: dict[str, object]) -> None:
+    (repo / ".mcp.json").write_text(json.dumps({"mcpServers": servers}))
+    (repo / ".stagecrew").mkdir(exist_ok=True)
+    cfg = {"models": {"primary": {"model": "openai/m", "api_base": llm.base_url}}}
+    (repo / ".stagecrew" / "config.json").write_text(json.dumps(cfg))
+
+
+def call(name: str, **arguments: object) -> dict[str, object]:
+    return {"tool_calls": [{"name": name, "arguments": arguments}]}
+
+
+def test_mcp_tools_reach_the_model_and_a_broken_server_is_one_line(
+    ray_head: object, git_repo: Path
+) -> None:
+    servers = {
+        "time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]},
+        "git": {
+            "command": sys.executable,
+            "args": ["-m", "mcp_server_git", "--repository", "${REPO_DIR}"],
+        },
+        "broken": {"command": "/nonexistent/mcp-server"},
+    }
+    script = [
+        call("mcp__time__get_current_time", timezone="UTC"),
+        call("mcp__git__git_status", repo_path=str(git_repo)),
+        {"text": "Checked the time and the tree."},
+    ]
+    with ScriptedLLM(script) as llm:
+        _setup(git_repo, llm, servers)
+        proc = crew("run", "What time is it?", cwd=git_repo, env={"REPO_DIR": str(git_repo)})
+        requests = list(llm.requests)
+    assert proc.returncode == 0, proc.stderr
+    offered = {t["function"]["name"] for t in requests[0].body["tools"]}
+    assert {"mcp__time__get_current_time", "mcp__git__git_status"} <= offered
+    timed = requests[1].messages[-1]
+    assert timed["role"] == "tool" and "UTC" in timed["content"]
+    status = requests[2].messages[-1]["content"]
+    assert "branch" in status.lower() or "On branch" in status
+    broken = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if "broken" in ln]
+    assert len(broken) == 1, proc.stdout
+    wait_for(lambda: not _servers(), timeout=20)
+
+
+def test_cancel_ends_the_session_servers(ray_head: object, git_repo: Path) -> None:
+    servers = {"time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]}}
+    script = [call("mcp__time__get_current_time", timezone="UTC"), {"text": "x", "delay": 120}]
+    with ScriptedLLM(script) as llm:
+        _setup(git_repo, llm, servers)
+        started = crew("run", "--background", "Slow.", cwd=git_repo)
+        assert started.returncode == 0, started.stderr
+        sid = started.stdout.strip()
+        wait_for(lambda: len(llm.requests) >= 2, timeout=60)
+        assert _servers()
+        cancelled = crew("cancel", sid, cwd=git_repo)
+        assert cancelled.returncode == 0
+        wait_for(
+            lambda: (
+                (session_dir(git_repo, sid) / "events.jsonl").exists()
+                and list(read_events(session_dir(git_repo, sid) / "events.jsonl"))[-1].body.kind
+                == "session_finished"
+            ),
+            timeout=30,
+        )
+    t0 = time.monotonic()
+    wait_for(lambda: not _servers(), timeout=20)
+    assert time.monotonic() - t0 < 20
