@@ -125,7 +125,7 @@ class PeakMemory:
 
 
 def one_run(base: Path, n: int, variant: str, latency: float, tag: str) -> dict[str, Any]:
-    from stagecrew.cli.session import prepare_session
+    from stagecrew.actors.builder import prepare_session
     from stagecrew.config import load_config
     from stagecrew.orchestrator import runtime
     from stagecrew.testing.scripted_llm import ScriptedLLM

@@ -19,10 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from stagecrew.layout import PROJECT_DIR, config_file
 from stagecrew.messages import ModelRole, ModelSpecWire
 from stagecrew.tools.providers import ProviderSpec
-
-PROJECT_DIR = ".stagecrew"
 
 
 class ConfigError(Exception):
@@ -459,7 +458,7 @@ def load_config(
     if user:
         layers.append(user)
     if project_root is not None:
-        project = _read_json_layer(project_root / PROJECT_DIR / "config.json")
+        project = _read_json_layer(config_file(project_root))
         if project:
             layers.append(project)
     layers.append(_env_layer(environ))

@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stagecrew.config import describe_os_error
+from stagecrew.layout import agents_dir
 from stagecrew.tools.permissions import Rule, RuleError, parse_rule
 
 __all__ = [
@@ -243,5 +244,5 @@ def discover_profiles(
     _load_dir(shipped_agents_dir(), profiles)
     if user_config_dir is not None:
         _load_dir(Path(user_config_dir) / "agents", profiles)
-    _load_dir(Path(project_root) / ".stagecrew" / "agents", profiles)
+    _load_dir(agents_dir(project_root), profiles)
     return profiles

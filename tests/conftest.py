@@ -144,7 +144,7 @@ def start_session(
     """Start a session through the real control channel, as the CLI does; returns (client, id)."""
     import json as _json
 
-    from stagecrew.cli.session import prepare_session
+    from stagecrew.actors.builder import prepare_session
     from stagecrew.config import load_config
     from stagecrew.orchestrator import runtime
 

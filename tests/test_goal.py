@@ -23,9 +23,9 @@ import pytest
 from conftest import follow, git, start_session
 
 from stagecrew.actors.agent import Agent
+from stagecrew.actors.builder import prepare_session
 from stagecrew.actors.goal import GoalGate, GoalSpec
 from stagecrew.actors.spec import AgentResult
-from stagecrew.cli.session import prepare_session
 from stagecrew.config import load_config
 from stagecrew.messages import JudgeVerdict, ModelUsage, Notice, StopReason
 from stagecrew.testing.scripted_llm import ScriptedLLM

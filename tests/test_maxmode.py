@@ -64,7 +64,7 @@ def start_max(
 ) -> tuple[Any, str]:
     """Start a Max Mode session through the control channel, as ``crew run --max`` does, but
     with one model (so one scripted queue) per candidate."""
-    from stagecrew.cli.session import prepare_session
+    from stagecrew.actors.builder import prepare_session
     from stagecrew.config import load_config
     from stagecrew.orchestrator import runtime
 

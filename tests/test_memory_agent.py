@@ -77,7 +77,7 @@ def setup_workspace(repo: Path, llm: ScriptedLLM, checkpoint_model: dict[str, An
 def start(repo: Path, prompt: str, **spec_updates: Any) -> tuple[Any, str]:
     """Start a session as the CLI does, with spec fields the CLI does not set (yet): the
     model's context window and a private global-memory directory."""
-    from stagecrew.cli.session import prepare_session
+    from stagecrew.actors.builder import prepare_session
     from stagecrew.config import load_config
     from stagecrew.orchestrator import runtime
 

@@ -1,7 +1,7 @@
 """Plan mode through the real agent: a model that tries to write in every way, and fails.
 
 The shipped ``plan`` profile is loaded the way the CLI loads it, turned into an ``AgentSpec``
-the way ``cli/session.py`` does (``read_only``, its tool list, its permission rules), and run
+the way ``actors/builder.py`` does (``read_only``, its tool list, its permission rules), and run
 in-process against the scripted model server. The model tries the file tools, shell writes of
 every flavour, git, and a tool the profile does not offer; every attempt must come back as a
 refusal, and the proof that nothing changed is on disk: every file's bytes and mtime (``.git``
@@ -179,7 +179,7 @@ READ_SHOWS = {
 
 
 def plan_spec(workspace: Path, llm: ScriptedLLM, all_tools: bool) -> AgentSpec:
-    """What ``cli/session.py`` builds for ``crew run --agent plan`` (no user config)."""
+    """What ``actors/builder.py`` builds for ``crew run --agent plan`` (no user config)."""
     profile = discover_profiles(workspace, None)["plan"]
     assert profile.read_only and profile.tools != "*"
     return AgentSpec(

@@ -16,9 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from stagecrew.layout import plans_dir
+
 __all__ = ["PLANS_DIR", "plan_title", "save_plan"]
 
-PLANS_DIR = Path(".stagecrew") / "plans"
+PLANS_DIR = plans_dir(".")
 
 _HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(?P<title>.+?)[ \t#]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -417,7 +417,7 @@ class Chat:
     def _prepare(self, prompt: str, session_id: str | None = None) -> Any:
         """An AgentSpec and credentials for the current profile and model (raises
         SessionSetupError with a one-line reason: unknown profile, missing key)."""
-        from stagecrew.cli.session import SessionSetupError, prepare_session
+        from stagecrew.actors.builder import SessionSetupError, prepare_session
         from stagecrew.config import ConfigError, load_config
 
         config = self.config
@@ -433,7 +433,7 @@ class Chat:
 
     def _refresh_model(self) -> None:
         """Show the model the *next* turn will use (a profile may pin its own)."""
-        from stagecrew.cli.session import SessionSetupError
+        from stagecrew.actors.builder import SessionSetupError
 
         try:
             prepared = self._prepare("")
@@ -524,7 +524,7 @@ class Chat:
 
     def open_session(self) -> None:
         """Start a new interactive session (no run yet) and follow its envelopes."""
-        from stagecrew.cli.session import SessionSetupError
+        from stagecrew.actors.builder import SessionSetupError
         from stagecrew.orchestrator.control import ControlError
 
         sid = new_id()
@@ -614,7 +614,7 @@ class Chat:
 
     def send(self, text: str) -> None:
         """Start the next turn with a spec for the current profile and model."""
-        from stagecrew.cli.session import SessionSetupError
+        from stagecrew.actors.builder import SessionSetupError
 
         if self.state.busy:
             self.say(
@@ -694,7 +694,7 @@ class Chat:
 
     def command(self, cmd: Command) -> bool:
         """Run a slash command; False means leave the chat."""
-        from stagecrew.cli.session import SessionSetupError
+        from stagecrew.actors.builder import SessionSetupError
 
         if cmd.name == "/exit":
             return False

@@ -16,6 +16,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from stagecrew.layout import sessions_dir
+
 
 def _copy_sample(dest: Path) -> None:
     src = resources.files("stagecrew.demo") / "sample_repo"
@@ -63,7 +65,7 @@ def run_demo(keep: bool = True) -> int:
         code = run_session("Fix the failing test in this repository.", flags, "text", cwd=repo)
     after, tail = _tests_pass(repo)
     print(f"sample tests after: {'pass' if after else 'FAIL'} ({' '.join(tail)})")
-    sessions = sorted((repo / ".stagecrew" / "state" / "sessions").glob("*/events.jsonl"))
+    sessions = sorted(sessions_dir(repo).glob("*/events.jsonl"))
     if sessions:
         print(f"session log: {sessions[-1]}")
     if not keep:

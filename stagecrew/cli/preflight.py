@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from stagecrew.config import PROJECT_DIR, describe_os_error, find_project_root
+from stagecrew.layout import state_dir
 
 STATE_HOME_VAR = "STAGECREW_HOME"
 
@@ -39,7 +40,7 @@ def state_home_path(environ: dict[str, str] | None = None) -> Path:
 
 
 def project_state_path(workspace: Path) -> Path:
-    return Path(workspace) / PROJECT_DIR / "state"
+    return state_dir(workspace)
 
 
 def workspace_for(cwd: Path | None) -> Path:

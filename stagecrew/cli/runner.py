@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stagecrew.config import ConfigError, find_project_root, load_config
+from stagecrew.layout import sessions_dir
 from stagecrew.messages import Envelope, ModelRole, PermissionRequest, SessionFinished
 from stagecrew.orchestrator.control import ControlError
 from stagecrew.orchestrator.control_api import SupervisorClient
@@ -46,7 +47,7 @@ def run_session(
     max_policy: str = "best",
     node_resource: str | None = None,
 ) -> int:
-    from stagecrew.cli.session import SessionSetupError, credentials_for, prepare_session
+    from stagecrew.actors.builder import SessionSetupError, keys_for_roles, prepare_session
 
     workspace = find_project_root(cwd or Path.cwd())
     extra: dict[str, Any] = {}
@@ -75,11 +76,7 @@ def run_session(
             )
             extra["max"] = max_spec.model_dump(mode="json")
             roles += [ModelRole.CANDIDATE, ModelRole.JUDGE]
-            cands = [("candidate", m.wire()) for m in config.models.candidates]
-            credentials.update(credentials_for(cands, dict(os.environ)))
-        # The judge and the candidates may use other providers than the primary model.
-        needed = [(r.value, config.models.for_role(r).wire()) for r in dict.fromkeys(roles)]
-        credentials.update(credentials_for(needed, dict(os.environ)))
+        credentials.update(keys_for_roles(config, roles, dict(os.environ)))
     except (ConfigError, SessionSetupError) as exc:
         _say(str(exc))
         return EXIT_USAGE
@@ -125,8 +122,8 @@ def run_session(
 def _with_goal(spec: Any, condition: str, config: Any) -> Any:
     """``--goal``: the spec with a ``GoalSpec`` built from the condition and the configured
     verification commands (the chat's ``/goal CONDITION`` does the same)."""
+    from stagecrew.actors.builder import SessionSetupError
     from stagecrew.actors.goal import GoalUnavailableError, goal_spec_from_config, with_goal
-    from stagecrew.cli.session import SessionSetupError
 
     if not condition.strip():
         raise SessionSetupError("--goal needs a condition, e.g. --goal 'all tests pass'")
@@ -351,7 +348,7 @@ def cancel_target(target: str, kill: bool) -> int:
 def latest_session(workspace: Path) -> str | None:
     """The project's most recently active session: the newest ``events.jsonl`` that holds a
     session (an empty or unreadable one, left by a crash, is skipped)."""
-    root = workspace / ".stagecrew" / "state" / "sessions"
+    root = sessions_dir(workspace)
     try:
         logs = [p for p in root.glob("*/events.jsonl") if p.stat().st_size > 0]
     except OSError:
@@ -379,8 +376,8 @@ def resume_session(
     it near its limit. The run is started with the same session id, so the supervisor appends
     to the same ``events.jsonl``; the new actor adopts the open tasks of the earlier ones.
     """
+    from stagecrew.actors.builder import SessionSetupError, keys_for_roles, prepare_session
     from stagecrew.actors.context import history_from_events, resumed_spec
-    from stagecrew.cli.session import SessionSetupError, credentials_for, prepare_session
     from stagecrew.messages import ModelRole
 
     workspace = find_project_root(cwd or Path.cwd())
@@ -406,8 +403,7 @@ def resume_session(
     # The checkpoint writer may use another provider; without its key it still writes (the
     # deterministic fallback), so a missing key is not a reason to refuse the resume.
     with contextlib.suppress(SessionSetupError):
-        checkpoint_model = config.models.for_role(ModelRole.CHECKPOINT).wire()
-        credentials.update(credentials_for([("checkpoint", checkpoint_model)], dict(os.environ)))
+        credentials.update(keys_for_roles(config, [ModelRole.CHECKPOINT], dict(os.environ)))
     try:
         client = _connect(config.runtime.address)
         try:

@@ -4,7 +4,7 @@ A hook is someone's script, so it may hang, start children, or ignore its input.
 Claude Code runs it (through a shell, in the project root) but the way stagecrew runs every
 command (``tools/shell.py``): in its own session, so a timeout takes down the whole process
 group, plus the descendants that escaped into sessions of their own (found through the tree
-while the hook still lives); with ``die_with_parent()``, so a hook never outlives the agent.
+while the hook still lives); with ``die_with_parent_argv``, so a hook never outlives the agent.
 Nothing here raises for the hook's failure: the result says what happened.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stagecrew.tools.lifetime import die_with_parent
+from stagecrew.tools.lifetime import die_with_parent_argv
 
 BASH = "/bin/bash"
 OUTPUT_LIMIT = 1 << 20  # bytes kept per stream; the rest is read and dropped
@@ -147,18 +147,17 @@ async def run_command(
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
+    argv, preexec = die_with_parent_argv([BASH, "-c", command])
     try:
         proc = await asyncio.create_subprocess_exec(
-            BASH,
-            "-c",
-            command,
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
             env=dict(env),
             start_new_session=True,
-            preexec_fn=die_with_parent(),
+            preexec_fn=preexec,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return ProcessResult(None, "", "", elapsed_ms(), error=f"could not be started: {exc}")

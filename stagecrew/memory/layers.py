@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, NamedTuple, Self
 
+from stagecrew import layout
+
 CHECKPOINT_SECTIONS: tuple[str, ...] = (
     "Active intent",
     "Next action",
@@ -505,11 +507,11 @@ class MemoryPaths:
 
     @property
     def stagecrew_dir(self) -> Path:
-        return self.project_root / ".stagecrew"
+        return layout.project_dir(self.project_root)
 
     @property
     def memory_dir(self) -> Path:
-        return self.stagecrew_dir / "memory"
+        return layout.memory_dir(self.project_root)
 
     @property
     def project_memory(self) -> Path:
@@ -522,7 +524,7 @@ class MemoryPaths:
 
     @property
     def state_dir(self) -> Path:
-        return self.stagecrew_dir / "state"
+        return layout.state_dir(self.project_root)
 
     @property
     def index_db(self) -> Path:
@@ -530,7 +532,7 @@ class MemoryPaths:
 
     @property
     def sessions_dir(self) -> Path:
-        return self.sessions_root or self.state_dir / "sessions"
+        return self.sessions_root or layout.sessions_dir(self.project_root)
 
     @property
     def session_dir(self) -> Path:

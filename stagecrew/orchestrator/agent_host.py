@@ -69,14 +69,17 @@ class Outbox:
 
 def _warm_up() -> None:
     """Do every lazy first-time cost now, while the host waits in the pool, not when a session
-    is waiting on it: tool schemas, the shell grammar behind permission checks, the repairer."""
+    is waiting on it: tool schemas, the shell grammar behind permission checks, the repairer,
+    the modules a run imports on its way to the first model request (child specs, hooks)."""
     from pathlib import Path
 
+    import stagecrew.actors.builder
+    import stagecrew.hooks  # noqa: F401
     from stagecrew.llm.repair import repair_arguments
     from stagecrew.tools.permissions import DEFAULT_RULES, PermissionChecker
+    from stagecrew.tools.providers import BuiltinTools
 
-    for tool in default_tools().values():
-        tool.schema()
+    BuiltinTools(default_tools()).specs()
     PermissionChecker(DEFAULT_RULES).check("bash", {"command": "git status && ls"}, Path("/"))
     repair_arguments('{"a": 1,}')
 
@@ -89,7 +92,7 @@ class RaySubagentPort:
         self.parent = parent
 
     async def spawn(self, prompt: str, profile: str, description: str) -> str:
-        from stagecrew.actors.subagents import child_spec
+        from stagecrew.actors.builder import child_spec
 
         spec = child_spec(self.parent, prompt, profile)
         return await self.supervisor.spawn_child.remote(spec, description)

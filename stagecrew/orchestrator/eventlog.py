@@ -13,7 +13,17 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from stagecrew.layout import session_dir, state_dir
 from stagecrew.messages import Envelope
+
+__all__ = [
+    "EventLog",
+    "ensure_state_ignored",
+    "last_kind",
+    "last_seq",
+    "read_events",
+    "session_dir",
+]
 
 REDACTED = "[REDACTED]"
 STATE_IGNORE = "# Written by stagecrew: session state (logs, worktrees) is not project files.\n*\n"
@@ -27,7 +37,7 @@ def ensure_state_ignored(workspace: Path | str) -> None:
     diff as "changes", be copied into every candidate's baseline and captured by rewind
     snapshots. An existing file is left alone.
     """
-    state = Path(workspace) / ".stagecrew" / "state"
+    state = state_dir(workspace)
     marker = state / ".gitignore"
     if marker.exists():
         return
@@ -36,10 +46,6 @@ def ensure_state_ignored(workspace: Path | str) -> None:
         marker.write_text(STATE_IGNORE, encoding="utf-8")
     except OSError:
         pass
-
-
-def session_dir(workspace: Path | str, session: str) -> Path:
-    return Path(workspace) / ".stagecrew" / "state" / "sessions" / session
 
 
 class EventLog:

@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stagecrew.judge.ranking import Candidate, Selection, select_winner
 from stagecrew.judge.verify import CheckResult
+from stagecrew.layout import worktrees_dir
 from stagecrew.messages import (
     ActorRole,
     ActorState,
@@ -342,7 +343,7 @@ class MaxModeRun:
         from stagecrew.orchestrator.eventlog import ensure_state_ignored
 
         await asyncio.to_thread(ensure_state_ignored, self.workspace)
-        root = self.workspace / ".stagecrew" / "state" / "worktrees" / self.sid
+        root = worktrees_dir(self.workspace, self.sid)
         try:
             self.mgr = await asyncio.to_thread(WorktreeManager, self.workspace, root)
         except (GitError, WorktreeError) as exc:

@@ -504,7 +504,9 @@ class Supervisor:
                 final = ActorState.KILLED
             elif killed:
                 reason = StopReason(record.stopping or StopReason.CANCELLED.value)
-                message = f"killed: it did not stop within {CANCEL_GRACE_S:g} s of a cancel"
+                message = record.kill_detail or (
+                    f"killed: it did not stop within {CANCEL_GRACE_S:g} s of a cancel"
+                )
                 final = ActorState.KILLED
             else:
                 reason = StopReason.ERROR
@@ -685,6 +687,7 @@ class Supervisor:
             if record.stopping is None:
                 record.stopping = reason
             if kill:
+                record.kill_detail = record.kill_detail or detail or "killed on request"
                 await self._kill(record)
                 continue
             with contextlib.suppress(Exception):

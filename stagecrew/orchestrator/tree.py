@@ -47,6 +47,7 @@ class ActorRecord:
     pid: int | None = None
     result: AgentResult | None = None
     stopping: str | None = None  # why the supervisor is stopping it (set once)
+    kill_detail: str = ""  # what a kill on purpose (crew kill, crew down) says in the log
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

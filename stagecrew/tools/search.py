@@ -34,7 +34,7 @@ from stagecrew.tools.files import (
     list_files,
     sort_newest_first,
 )
-from stagecrew.tools.lifetime import die_with_parent
+from stagecrew.tools.lifetime import die_with_parent_argv
 from stagecrew.tools.paths import display_path, resolve_path, safe_read_bytes
 from stagecrew.tools.shell import tool_subprocess_env
 
@@ -255,6 +255,7 @@ async def _rg_stream(
     Returns (exit code, stderr, stopped early). rg runs in its own process group, registered so
     a cancelled agent takes it down too.
     """
+    argv, preexec = die_with_parent_argv(argv)
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -263,7 +264,7 @@ async def _rg_stream(
         cwd=ctx.workspace,
         env=env,
         start_new_session=True,
-        preexec_fn=die_with_parent(),
+        preexec_fn=preexec,
     )
     ctx.processes.add(proc.pid)
     assert proc.stdout is not None and proc.stderr is not None

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from stagecrew.envutil import restored_env
 from stagecrew.tools.base import Tool, ToolContext, ToolResult
-from stagecrew.tools.lifetime import die_with_parent
+from stagecrew.tools.lifetime import die_with_parent_argv
 from stagecrew.tools.paths import is_within
 
 DEFAULT_TIMEOUT_MS = 120_000
@@ -324,6 +324,7 @@ async def run_foreground(ctx: ToolContext, command: str, timeout_s: float) -> To
         # (or execs) just leaves the working directory where it was.
         trap = f'__sc_ec=$?; printf %s "$PWD" > {shlex.quote(pwd_file)}; exit $__sc_ec'
         argv = [BASH, "-c", f"trap {shlex.quote(trap)} EXIT\n{command}"]
+    argv, preexec = die_with_parent_argv(argv)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -333,7 +334,7 @@ async def run_foreground(ctx: ToolContext, command: str, timeout_s: float) -> To
             cwd=cwd,
             env=env,
             start_new_session=True,
-            preexec_fn=die_with_parent(),
+            preexec_fn=preexec,
         )
     except OSError as exc:
         if pwd_file:
@@ -449,16 +450,17 @@ def _start_background(ctx: ToolContext, command: str) -> ToolResult:
     agent = re.sub(r"[^A-Za-z0-9_.-]", "_", ctx.agent_id)
     log_path = log_dir / f"{agent}-{job_id}-{secrets.token_hex(3)}.log"
     try:
+        argv, preexec = die_with_parent_argv([BASH, "-c", command])
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
-                [BASH, "-c", command],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
                 env=_command_env(ctx),
                 start_new_session=True,
-                preexec_fn=die_with_parent(),
+                preexec_fn=preexec,
             )
     except OSError as exc:
         return ToolResult(content=f"Could not start the command: {exc}", is_error=True)

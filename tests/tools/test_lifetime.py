@@ -14,18 +14,17 @@ from stagecrew.tools.lifetime import die_with_parent
 
 PARENT = """
 import subprocess, sys, time
-from stagecrew.tools.lifetime import die_with_parent
-child = subprocess.Popen(
-    ["sleep", "300"], start_new_session=True, preexec_fn={preexec},
-)
+from stagecrew.tools.lifetime import die_with_parent, die_with_parent_argv
+argv, preexec = {how}
+child = subprocess.Popen(argv, start_new_session=True, preexec_fn=preexec)
 print(child.pid, flush=True)
 time.sleep(300)
 """
 
 
-def _run_parent(tmp_path: Path, preexec: str) -> tuple[subprocess.Popen[str], int]:
+def _run_parent(tmp_path: Path, how: str) -> tuple[subprocess.Popen[str], int]:
     script = tmp_path / "parent.py"
-    script.write_text(PARENT.format(preexec=preexec))
+    script.write_text(PARENT.format(how=how))
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     return parent, int(parent.stdout.readline())
@@ -44,8 +43,15 @@ def _gone(pid: int, timeout: float = 5.0) -> bool:
 
 
 @pytest.mark.skipif(die_with_parent() is None, reason="no PR_SET_PDEATHSIG on this platform")
-def test_the_child_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
-    parent, child = _run_parent(tmp_path, "die_with_parent()")
+@pytest.mark.parametrize(
+    "how",
+    [
+        'die_with_parent_argv(["sleep", "300"])',  # setpriv where it exists (no fork penalty)
+        '(["sleep", "300"], die_with_parent())',  # the preexec fallback
+    ],
+)
+def test_the_child_dies_with_a_sigkilled_parent(tmp_path: Path, how: str) -> None:
+    parent, child = _run_parent(tmp_path, how)
     parent.kill()
     parent.wait()
     assert _gone(child)
@@ -53,7 +59,7 @@ def test_the_child_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
 
 def test_without_it_the_child_would_be_orphaned(tmp_path: Path) -> None:
     """The control: the same set-up without the preexec leaves the child running."""
-    parent, child = _run_parent(tmp_path, "None")
+    parent, child = _run_parent(tmp_path, '(["sleep", "300"], None)')
     parent.kill()
     parent.wait()
     try:

@@ -1,4 +1,5 @@
-"""From configuration, profile and prompt to an ``AgentSpec`` and the keys it needs.
+"""The session builder: from configuration, profile and prompt to an ``AgentSpec`` and the
+keys it needs, below the CLI (which only parses, calls and renders).
 
 Everything that can be wrong with a request is found here, before any actor starts: an
 unknown agent profile, a model role without its key. The errors are one line each and say
@@ -7,6 +8,7 @@ what to set.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 from stagecrew.actors.spec import AgentSpec
 from stagecrew.config import Config, user_config_dir
+from stagecrew.layout import agents_dir
 from stagecrew.llm.providers import required_key_env
 from stagecrew.messages import ActorRole, ModelRole, ModelSpecWire, new_id
 
@@ -45,6 +48,18 @@ def credentials_for(
             )
         creds[env_name] = value
     return creds
+
+
+def keys_for_roles(
+    config: Config, roles: list[ModelRole], environ: dict[str, str]
+) -> dict[str, str]:
+    """The keys the extra model roles of a session need (the judge of ``--goal``, Max Mode's
+    candidates, each configured candidate model): they may use other providers than the
+    primary model. Raises ``SessionSetupError`` naming the missing variable."""
+    needed = [(r.value, config.models.for_role(r).wire()) for r in dict.fromkeys(roles)]
+    if ModelRole.CANDIDATE in roles:
+        needed += [("candidate", m.wire()) for m in config.models.candidates]
+    return credentials_for(needed, environ)
 
 
 def _layer_pair(config: Config, key: str) -> tuple[tuple[str, Any] | None, tuple[str, Any] | None]:
@@ -88,6 +103,20 @@ def _hook_sources(config: Config, workspace: Path) -> list[tuple[str, dict[str, 
     ]
 
 
+def profile_model_overrides(profile: Any) -> dict[str, Any]:
+    """What a profile changes in the model it runs on (its own model, its temperature)."""
+    overrides: dict[str, Any] = {}
+    if profile.model:
+        overrides["model"] = profile.model
+    if profile.temperature is not None:
+        overrides["temperature"] = profile.temperature
+    return overrides
+
+
+def profile_max_steps(limit: int, profile: Any) -> int:
+    return limit if profile.max_steps is None else min(limit, profile.max_steps)
+
+
 def prepare_session(
     config: Config,
     prompt: str,
@@ -111,19 +140,12 @@ def prepare_session(
     profile = profiles[name]
     role = ModelRole(profile.role) if profile.role else ModelRole.PRIMARY
     model_cfg = config.models.for_role(role)
-    overrides = {}
-    if profile.model:
-        overrides["model"] = profile.model
-    if profile.temperature is not None:
-        overrides["temperature"] = profile.temperature
-    wire = model_cfg.wire(**overrides)
+    wire = model_cfg.wire(**profile_model_overrides(profile))
     fallback = model_cfg.wire(model=model_cfg.fallback) if model_cfg.fallback else None
     needed = [(role.value, wire)] + ([(role.value, fallback)] if fallback else [])
     credentials = credentials_for(needed, environ)
     sid = session_id or new_id()
-    max_steps = config.limits.max_steps
-    if profile.max_steps is not None:
-        max_steps = min(max_steps, profile.max_steps)
+    max_steps = profile_max_steps(config.limits.max_steps, profile)
     spec = AgentSpec(
         session=sid,
         actor_id=f"{sid}-primary",
@@ -153,3 +175,89 @@ def prepare_session(
         **({"context_window": model_cfg.context_window} if model_cfg.context_window else {}),
     )
     return PreparedSession(spec=spec, credentials=credentials)
+
+
+# -- subagents: a parent's spec becomes a child's ---------------------------------------------
+#
+# Plain and deterministic, so the Ray host and in-process tests build children the same way.
+# A child never has more power than its parent: a read-only parent has read-only children, the
+# parent's permission rules come first (the child's profile can only add), and the tree's depth
+# is bounded so an agent cannot recurse into an unbounded fan-out.
+
+
+class SubagentError(Exception):
+    """A subagent that cannot be started; the message goes back to the parent model."""
+
+
+def _profiles(workspace: Path, user_dir: Path | None) -> dict[str, Any]:
+    """Profiles, parsed once per change of the directories that hold them (a fan-out of
+    subagents would otherwise re-read and re-parse every markdown file per child)."""
+
+    def stamp(d: Path | None) -> tuple[float, ...]:
+        if d is None or not d.is_dir():
+            return ()
+        return (*tuple(sorted(p.stat().st_mtime for p in d.glob("*.md"))), d.stat().st_mtime)
+
+    key = (
+        workspace,
+        user_dir,
+        stamp(agents_dir(workspace)),
+        stamp(user_dir and user_dir / "agents"),
+    )
+    return _cached_profiles(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_profiles(key: tuple[Any, ...]) -> dict[str, Any]:
+    from stagecrew.profiles import discover_profiles
+
+    return discover_profiles(key[0], key[1])
+
+
+def child_spec(parent: AgentSpec, prompt: str, profile_name: str) -> AgentSpec:
+    from stagecrew.profiles import ProfileError
+
+    if parent.depth + 1 > parent.max_depth:
+        raise SubagentError(
+            f"subagents may nest {parent.max_depth} levels deep; do this task yourself"
+        )
+    user_dir = Path(parent.user_config_dir) if parent.user_config_dir else None
+    try:
+        profiles = _profiles(Path(parent.workspace), user_dir)
+    except ProfileError as exc:
+        raise SubagentError(str(exc)) from exc
+    profile = profiles.get(profile_name)
+    if profile is None:
+        raise SubagentError(
+            f"unknown agent profile '{profile_name}'; known: {', '.join(sorted(profiles))}"
+        )
+    model = parent.role_models.get(ModelRole.SUBAGENT.value, parent.model)
+    # `role: primary` in a profile means "the main model" for a top-level agent; as a child it
+    # is a subagent. Only another role (judge, checkpoint, candidate) redirects the model.
+    if (
+        profile.role
+        and profile.role != ModelRole.PRIMARY.value
+        and profile.role in parent.role_models
+    ):
+        model = parent.role_models[profile.role]
+    model = model.model_copy(update=profile_model_overrides(profile))
+    max_steps = profile_max_steps(parent.max_steps, profile)
+    return parent.model_copy(
+        update={
+            "actor_id": f"{parent.session}-sa-{new_id()[:6]}",
+            "role": ActorRole.SUBAGENT,
+            "model_role": ModelRole.SUBAGENT,
+            "parent": parent.actor_id,
+            "prompt": prompt,
+            "profile": profile_name,
+            "system_prompt": profile.system_prompt,
+            "tools": None if profile.tools == "*" else list(profile.tools),
+            "read_only": parent.read_only or profile.read_only,
+            "permissions": [*parent.permissions, *profile.permissions],
+            "model": model,
+            "max_steps": max_steps,
+            "messages": [],
+            "depth": parent.depth + 1,
+            "goal_spec": None,  # the person's goal is the parent's to meet, not each child's
+        }
+    )
