@@ -43,10 +43,14 @@ def get_or_create_gateway(node_id: str, namespace: str = "stagecrew", replica: i
     ).remote()
 
 
+# A standby starts this long after the gateway before it is warm: its litellm import (about
+# 5 s of CPU) must not compete with the first sessions and pool refills of a cold start.
+STANDBY_DELAY_S = 20.0
+
+
 async def add_standby_gateways(node_id: str, namespace: str, into: list[Any]) -> None:
     """Append the node's standby gateway replicas to ``into`` (which holds the first), each
-    once the one before it is warm, so their litellm imports (about 5 s of CPU each) never
-    compete with a cold start's first request. Agents try the replicas in this order."""
+    ``STANDBY_DELAY_S`` after the one before it is warm. Agents try them in this order."""
     import asyncio
 
     while len(into) < GATEWAY_REPLICAS:
@@ -54,6 +58,7 @@ async def add_standby_gateways(node_id: str, namespace: str, into: list[Any]) ->
             await into[-1].warm_up.remote()
         except Exception:
             await asyncio.sleep(5.0)
+        await asyncio.sleep(STANDBY_DELAY_S)
         into.append(get_or_create_gateway(node_id, namespace, len(into)))
 
 
