@@ -620,16 +620,15 @@ def resume_context(
     plus any new words) rebuilt from the session's memory files, exactly as the agent would
     rebuild it near its limit. What leaves is archived in the project's index.
     """
-    from stagecrew.tools.registry import default_tools, select_tools
+    from stagecrew.tools.providers import BuiltinTools, ToolSet
+    from stagecrew.tools.registry import default_tools
 
-    tools = select_tools(spec.tools, default_tools())
+    tools = ToolSet([BuiltinTools(default_tools())], spec.tools)
     paths = agent_memory_paths(spec)
     own = index is None
     idx = index if index is not None else MemoryIndex(paths.index_db)
     try:
-        manager = ContextManager.from_spec(
-            spec, [t.schema() for t in tools.values()], paths=paths, index=lambda: idx
-        )
+        manager = ContextManager.from_spec(spec, tools.schemas(), paths=paths, index=lambda: idx)
         messages = manager.adopt(spec.messages)
         return manager.rebuild(messages, "resume")
     finally:

@@ -25,6 +25,7 @@ from stagecrew.messages import (
     PermissionRequest,
     StopReason,
 )
+from stagecrew.oneline import one_line
 from stagecrew.orchestrator.model_port import RayModelPort
 from stagecrew.orchestrator.procs import ACTOR_ID_VAR
 from stagecrew.tools.providers import ProviderEnv, build_providers
@@ -117,7 +118,7 @@ async def _expand_mcp_prompt(spec: AgentSpec, supervisor: Any, outbox: Outbox) -
         handle = await supervisor.tool_service.remote(spec.session, "mcp", mcp.options)
         text = await handle.expand_prompt.remote(line)
     except Exception as exc:  # a missing argument, a failed server: say so, keep the words
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+        first = one_line(exc, last=True)
         outbox.emit(
             Notice(actor_id=spec.actor_id, level="error", text=f"{line.split()[0]}: {first}")
         )
@@ -262,7 +263,7 @@ class AgentHost:
             self._task.cancel()
             result = await self._task
         except Exception as exc:  # a bug in the loop: one line, never a multi-line dump
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = one_line(exc)
             result = AgentResult(
                 actor_id=spec.actor_id,
                 stop_reason=StopReason.ERROR,

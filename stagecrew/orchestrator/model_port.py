@@ -18,15 +18,11 @@ import ray
 from ray.exceptions import RayActorError
 
 from stagecrew.messages import ModelRequest, StreamDone, StreamError, StreamItem, StreamRetry
+from stagecrew.oneline import one_line
 
 # Each failover goes to the next replica; a gateway restarted by Ray takes about 5 s to
 # import litellm, so the waits between rounds give it that long in all.
 FAILOVER_WAITS_S = (0.0, 0.5, 1.5, 3.0, 5.0)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 class RayModelPort:
@@ -45,7 +41,7 @@ class RayModelPort:
                 finished = True
                 return
             except RayActorError as exc:
-                cause = f"{type(exc).__name__}: {_first_line(exc)}"
+                cause = f"{type(exc).__name__}: {one_line(exc, limit=200)}"
                 order = order[1:] + order[:1]
                 if attempt == len(FAILOVER_WAITS_S):
                     yield StreamError(

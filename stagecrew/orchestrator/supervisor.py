@@ -52,6 +52,7 @@ from stagecrew.messages import (
     TurnFinished,
     UserInput,
 )
+from stagecrew.oneline import one_line
 from stagecrew.orchestrator import control_api as api
 from stagecrew.orchestrator import recovery
 from stagecrew.orchestrator.control_server import ControlServer
@@ -66,11 +67,6 @@ from stagecrew.orchestrator.tree import CANCEL_GRACE_S, ActorRecord, ActorTree
 from stagecrew.orchestrator.watchdog import Watchdog
 
 SHUTDOWN_WAIT_S = 4.0
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else ""
 
 
 def _check_encodable(*values: Any) -> None:
@@ -580,7 +576,7 @@ class Supervisor:
         except Exception as exc:
             await self.hub.emit(
                 session,
-                Notice(level="error", text=f"automatic resume failed: {_first_line(exc)}"),
+                Notice(level="error", text=f"automatic resume failed: {one_line(exc)}"),
             )
             return False
         await self.hub.emit(

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from stagecrew.oneline import one_line
 from stagecrew.tools.base import (
     Tool,
     ToolContext,
@@ -218,8 +219,7 @@ async def build_providers(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            notices.append(f"tool provider '{label}' is unavailable: {first}")
+            notices.append(f"tool provider '{label}' is unavailable: {one_line(exc)}")
     return built, notices
 
 

@@ -53,9 +53,3 @@ def plan_mode_tools(tools: dict[str, Tool]) -> dict[str, Tool]:
     """The tools worth offering in read-only (plan) mode: read-only ones and those that police
     themselves there (bash through the sandbox, git's read actions)."""
     return {name: t for name, t in tools.items() if t.read_only or t.sandboxable}
-
-
-def select_tools(allowed: list[str] | None, all_tools: dict[str, Tool]) -> dict[str, Tool]:
-    """The tools a profile allows (``None`` or ``*``: all of them), in registry order."""
-    names = set(allowed) if allowed is not None and "*" not in allowed else None
-    return {n: t for n, t in all_tools.items() if names is None or n in names}
