@@ -41,11 +41,12 @@ def two_node_cluster(stagecrew_home: Path):  # type: ignore[no-untyped-def]
 
 
 def test_work_on_a_node_without_the_repository_returns_a_patch(
-    two_node_cluster: object, git_repo: Path
+    two_node_cluster: object, git_repo: Path, fault_entry: dict[str, object]
 ) -> None:
     (git_repo / "notes.txt").write_text("draft\n")  # uncommitted: must travel too
     script = [
         {"tool_calls": [{"name": "bash", "arguments": {"command": "pwd && cat notes.txt"}}]},
+        {"tool_calls": [{"name": "mcp__f__cwd", "arguments": {}}]},
         {
             "tool_calls": [
                 {
@@ -73,6 +74,10 @@ def test_work_on_a_node_without_the_repository_returns_a_patch(
         (git_repo / ".stagecrew").mkdir()
         cfg = {"models": {"primary": {"model": "openai/far", "api_base": llm.base_url}}}
         (git_repo / ".stagecrew" / "config.json").write_text(json.dumps(cfg))
+        # An MCP server of a session placed on another node runs there, on the clone.
+        (git_repo / ".mcp.json").write_text(json.dumps({"mcpServers": {"f": fault_entry}}))
+        git(git_repo, "add", ".mcp.json")
+        git(git_repo, "commit", "-qm", "mcp")
         proc = crew(
             "run",
             "Finish the notes.",
@@ -100,8 +105,11 @@ def test_work_on_a_node_without_the_repository_returns_a_patch(
         ray.shutdown()
     started = next(e.body for e in events if isinstance(e.body, ActorStarted))
     assert started.node_id == far[0]
-    pwd = next(e.body for e in events if isinstance(e.body, ToolFinished)).content
+    mcp = next(e.body for e in events if isinstance(e.body, ActorStarted) and e.body.role == "mcp")
+    assert mcp.node_id == far[0]
+    pwd, server_cwd = [e.body.content for e in events if isinstance(e.body, ToolFinished)][:2]
     assert "stagecrew-remote-" in pwd and str(git_repo) not in pwd  # the tools used a clone
+    assert server_cwd.strip() == pwd.splitlines()[0].strip()  # so did the MCP server
     assert "draft" in pwd  # the uncommitted change travelled in the bundle
     notes = [e.body.text for e in events if isinstance(e.body, Notice)]
     assert any("shipped to node" in n for n in notes)

@@ -94,3 +94,58 @@ def test_cancel_ends_the_session_servers(ray_head: object, git_repo: Path) -> No
     t0 = time.monotonic()
     wait_for(lambda: not _servers(), timeout=20)
     assert time.monotonic() - t0 < 20
+
+
+def _service_pid(server_pid: int) -> int:
+    """The MCP service actor's process (Ray titles it ``ray::McpHost``): an ancestor of a
+    stdio server it started (through the launcher)."""
+    for proc in psutil.Process(server_pid).parents():
+        if "McpHost" in " ".join(proc.cmdline()):
+            return proc.pid
+    raise AssertionError(f"no McpHost process above server {server_pid}")
+
+
+def _pid_in(message: dict[str, object]) -> int:
+    return int(str(message["content"]).strip().splitlines()[0])
+
+
+def test_a_killed_mcp_service_is_restarted_once_then_reported(
+    ray_head: object, git_repo: Path, fault_entry: dict[str, object]
+) -> None:
+    """kill -9 of the session's MCP service: the next call reaches a new service (with its own
+    server), logged as restarted; a second death is final — the model gets an error result,
+    the log says why in one line, and the session still finishes."""
+    script = [
+        call("mcp__f__pid"),
+        {**call("mcp__f__pid"), "delay": 3},
+        {**call("mcp__f__echo", text="still there?"), "delay": 3},
+        {"text": "Done."},
+    ]
+    with ScriptedLLM(script) as llm:
+        _setup(git_repo, llm, {"f": fault_entry})
+        started = crew("run", "--background", "Use the server.", cwd=git_repo)
+        assert started.returncode == 0, started.stderr
+        sid = started.stdout.strip()
+        wait_for(lambda: len(llm.requests) >= 2, timeout=60)
+        first = _pid_in(llm.requests[1].messages[-1])
+        psutil.Process(_service_pid(first)).kill()
+        wait_for(lambda: len(llm.requests) >= 3, timeout=60)
+        second = _pid_in(llm.requests[2].messages[-1])
+        assert second != first
+        psutil.Process(_service_pid(second)).kill()
+        wait_for(lambda: len(llm.requests) >= 4, timeout=60)
+        echoed = llm.requests[3].messages[-1]
+        log = session_dir(git_repo, sid) / "events.jsonl"
+        wait_for(lambda: list(read_events(log))[-1].body.kind == "session_finished", timeout=60)
+    assert echoed["role"] == "tool"
+    assert "died again" in str(echoed["content"]) and "unavailable" in str(echoed["content"])
+    assert "Traceback" not in str(echoed["content"]) and "ray::" not in str(echoed["content"])
+    services = [e.body for e in read_events(log) if e.body.kind == "service_event"]
+    states = [s.state for s in services]
+    assert states[:2] == ["starting", "running"]
+    assert "1 of 1 servers up in" in services[1].detail
+    assert states.count("restarted") == 1
+    assert "failed" in states
+    failed = next(s for s in services if s.state == "failed")
+    assert "\n" not in failed.detail and "died again" in failed.detail
+    assert list(read_events(log))[-1].body.stop_reason == "done"

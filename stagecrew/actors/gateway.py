@@ -42,12 +42,11 @@ class ModelGateway:
         import time
 
         from stagecrew.llm.client import stream_completion
+        from stagecrew.llm.warmup_server import WarmUpServer
         from stagecrew.messages import ModelRole, ModelSpecWire
-        from stagecrew.testing.scripted_llm import ScriptedLLM
 
         started = time.perf_counter()
-        turn = {"tool_calls": [{"name": "noop", "arguments": {"x": 1}}]}
-        with ScriptedLLM([turn]) as server:
+        with WarmUpServer() as server:
             request = ModelRequest(
                 session="warm-up",
                 actor_id="gateway",
@@ -61,8 +60,11 @@ class ModelGateway:
                     }
                 ],
             )
-            async for _ in stream_completion(request, "unused"):
-                pass
+            last: StreamItem | None = None
+            async for item in stream_completion(request, "unused"):
+                last = item
+        if not isinstance(last, StreamDone) or not last.tool_calls:
+            raise RuntimeError(f"the gateway's warm-up call did not complete: {last!r}")
         self._warmed = time.perf_counter() - started
         return self._warmed
 

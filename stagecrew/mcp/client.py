@@ -34,9 +34,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import mcp_types as types
@@ -54,6 +55,9 @@ from stagecrew.mcp.render import (
 )
 from stagecrew.tools.base import ToolContext, ToolResult
 from stagecrew.tools.providers import ToolSpec
+
+if TYPE_CHECKING:
+    from mcp import ClientSession
 
 MAX_RESTARTS = 1
 PING_TIMEOUT_S = 5.0
@@ -165,7 +169,7 @@ class McpManager:
         self._workdir = Path(tempfile.mkdtemp(prefix=f"stagecrew-mcp-{self._id}-"))
         # Schema checks need jsonschema (about 150 ms to import): load it in a thread while the
         # servers start, not in the event loop when the first listing arrives.
-        warm = asyncio.create_task(asyncio.to_thread(_warm_imports))
+        warm = asyncio.create_task(asyncio.to_thread(warm_imports))
         await asyncio.gather(*(self._start(srv) for srv in self._servers.values()))
         await warm
         self._index()
@@ -399,6 +403,18 @@ class McpManager:
     ) -> str:
         """The text of prompt ``name`` of ``server``, to send as the user's message. Raises
         ``McpError`` with one line when the server cannot give it."""
+        result = await self._request(
+            server,
+            f"prompt '{name}'",
+            lambda session: session.get_prompt(name, arguments or {}),
+        )
+        return render_prompt(result)
+
+    async def _request(
+        self, server: str, what: str, send: Callable[[ClientSession], Awaitable[Any]]
+    ) -> Any:
+        """One request to a server outside a tool call (a prompt, a resource), with the
+        server's timeout; every way it can fail is an ``McpError`` with one line."""
         srv = self._servers.get(server)
         if srv is None:
             raise McpError(f"no MCP server named '{server}'")
@@ -408,16 +424,14 @@ class McpManager:
         timeout = srv.config.call_timeout_s or self.config.call_timeout_s
         try:
             with anyio.fail_after(timeout):
-                result = await conn.session.get_prompt(name, arguments or {})
+                return await send(conn.session)
         except TimeoutError:
             raise McpError(f"MCP server '{server}' did not answer within {timeout:g} s") from None
-        except MCPError as exc:
+        except Exception as exc:
             if await self._gone(conn):
                 raise McpError(self._died(srv, conn)) from None
-            raise McpError(f"MCP server '{server}': prompt '{name}': {exc.message}") from None
-        except Exception as exc:
-            raise McpError(f"MCP server '{server}': prompt '{name}': {exc}") from None
-        return render_prompt(result)
+            message = exc.message if isinstance(exc, MCPError) else str(exc)
+            raise McpError(f"MCP server '{server}': {what}: {message}") from None
 
     async def expand_prompt_command(self, line: str) -> str | None:
         """``/mcp__<server>__<prompt> args`` as the text to send, or ``None`` when ``line``
@@ -477,23 +491,12 @@ class McpManager:
         return out
 
     async def read_resource(self, server: str, uri: str) -> ToolResult:
-        srv = self._servers.get(server)
-        if srv is None:
-            return _error(f"No MCP server named '{server}'.")
-        conn = await self._ready(srv)
-        if conn is None or conn.session is None:
-            return _error(f"MCP server '{server}' is not available: {srv.error or srv.status}")
-        timeout = srv.config.call_timeout_s or self.config.call_timeout_s
         try:
-            with anyio.fail_after(timeout):
-                result = await conn.session.read_resource(uri)
-        except TimeoutError:
-            return _error(f"MCP server '{server}' did not answer within {timeout:g} s.")
-        except Exception as exc:
-            if await self._gone(conn):
-                return _error(self._died(srv, conn))
-            message = exc.message if isinstance(exc, MCPError) else str(exc)
-            return _error(f"MCP server '{server}' could not read {uri}: {message}")
+            result = await self._request(
+                server, f"reading {uri}", lambda session: session.read_resource(uri)
+            )
+        except McpError as exc:
+            return _error(f"{exc}.")
         return ToolResult(
             content=render_read_resource(result, limit=self.output_limit),
             metadata={"server": server, "uri": uri},
@@ -621,7 +624,8 @@ class McpManager:
                 continue
 
 
-def _warm_imports() -> None:
+def warm_imports() -> None:
+    """Load what checking schemas needs (jsonschema, ~150 ms) ahead of the first listing."""
     with contextlib.suppress(ImportError):
         import jsonschema.validators  # noqa: F401
 

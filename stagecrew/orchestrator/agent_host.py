@@ -145,21 +145,50 @@ class RayServicePorts:
 
     async def get(self, kind: str, options: dict[str, Any]) -> Any:
         handle = await self.supervisor.tool_service.remote(self.session, kind, options)
-        return _ActorToolPort(handle)
+        return _ActorToolPort(self, kind, options, handle)
 
 
 class _ActorToolPort:
-    def __init__(self, handle: Any) -> None:
+    """One tool service's actor; when it has died, the supervisor is asked for its
+    replacement (it restarts a tool service once per session) and the call is made again."""
+
+    def __init__(self, ports: RayServicePorts, kind: str, options: dict[str, Any], handle: Any):
+        self.ports = ports
+        self.kind = kind
+        self.options = options
         self.handle = handle
 
+    async def _ask(self, method: str, *args: Any) -> Any:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            return await getattr(self.handle, method).remote(*args)
+        except RayActorError:
+            dead = self.handle
+            ports = self.ports
+            try:
+                self.handle = await ports.supervisor.tool_service.remote(
+                    ports.session, self.kind, self.options, dead
+                )
+            except RayTaskError as exc:  # no more restarts: the supervisor's one line
+                raise ToolServiceGone(str(exc.cause) if exc.cause else one_line(exc)) from None
+            return await getattr(self.handle, method).remote(*args)
+
     async def specs(self) -> list[dict[str, Any]]:
-        return list(await self.handle.specs.remote())
+        return list(await self._ask("specs"))
 
     async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        return dict(await self.handle.call.remote(name, arguments))
+        try:
+            return dict(await self._ask("call", name, arguments))
+        except ToolServiceGone as exc:
+            return {"content": f"{name} is unavailable: {exc}", "is_error": True}
 
     async def notices(self) -> list[str]:
-        return list(await self.handle.notices.remote())
+        return list(await self._ask("notices"))
+
+
+class ToolServiceGone(RuntimeError):
+    """The session's tool service died and will not be restarted again."""
 
 
 class RayCheckpointPort:

@@ -61,7 +61,7 @@ from stagecrew.orchestrator.hosts import add_standby_gateways, get_or_create_gat
 from stagecrew.orchestrator.model_port import RayModelPort, complete_text
 from stagecrew.orchestrator.pool import HostPool
 from stagecrew.orchestrator.procs import kill_actor_processes
-from stagecrew.orchestrator.services import SessionServices
+from stagecrew.orchestrator.services import SERVICES, SessionServices
 from stagecrew.orchestrator.sessions import EventHub, SessionLimits, SessionRuntime
 from stagecrew.orchestrator.tree import CANCEL_GRACE_S, ActorRecord, ActorTree
 from stagecrew.orchestrator.watchdog import Watchdog
@@ -305,8 +305,16 @@ class Supervisor:
                 raise
         if spec.prompt or spec.messages:
             session.primary = spec.actor_id
+            self._start_tool_services(session, spec)
             await self._spawn(session, spec, host=host)
         return session.session
+
+    def _start_tool_services(self, session: SessionRuntime, spec: AgentSpec) -> None:
+        """The session's tool services (its MCP servers) start now, while the agent host is
+        being set up, instead of when the agent first asks for its tools."""
+        for provider in spec.providers:
+            if provider.kind in SERVICES and SERVICES[provider.kind].tool:
+                self.services.start_early(session.session, provider.kind, provider.options)
 
     async def start_max_session(
         self,
@@ -631,9 +639,12 @@ class Supervisor:
         """The session's service actor of this kind (created on first use, one per session)."""
         return await self.services.get(session_id, kind, model)
 
-    async def tool_service(self, session_id: str, kind: str, options: dict[str, Any]) -> Any:
-        """The session's tool service of this kind (MCP servers), for a provider's proxy."""
-        return await self.services.get(session_id, kind, options)
+    async def tool_service(
+        self, session_id: str, kind: str, options: dict[str, Any], failed: Any = None
+    ) -> Any:
+        """The session's tool service of this kind (MCP servers), for a provider's proxy;
+        ``failed`` is the handle the caller found dead (it is replaced, once)."""
+        return await self.services.get(session_id, kind, options, failed)
 
     async def complete(
         self, session_id: str, actor_id: str, model: ModelSpecWire, messages: list[dict[str, Any]]

@@ -3,6 +3,7 @@
 Run over stdio (default) or streamable HTTP (``--http PORT``). Tools:
 
 * ``echo`` {text}: answers the text; ``pid``: its process id (to tell restarts apart);
+  ``cwd``: its working directory (to tell where it runs);
 * ``crash``: the process exits in the middle of the call;
 * ``hang``: never answers;
 * ``big`` {size}: a text result of ``size`` characters (default 5 MB);
@@ -49,6 +50,7 @@ TOOLS: list[dict[str, Any]] = [
         },
     },
     {"name": "pid", "description": "Process id.", "inputSchema": {"type": "object"}},
+    {"name": "cwd", "description": "Working directory.", "inputSchema": {"type": "object"}},
     {"name": "crash", "description": "Exit mid-call.", "inputSchema": {"type": "object"}},
     {"name": "hang", "description": "Never answer.", "inputSchema": {"type": "object"}},
     {
@@ -87,6 +89,8 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         return _text(str(args.get("text", "")))
     if name == "pid":
         return _text(str(os.getpid()))
+    if name == "cwd":
+        return _text(os.getcwd())
     if name == "crash":
         sys.stderr.write("fault_server: crashing on purpose\n")
         sys.stderr.flush()

@@ -145,7 +145,7 @@ def test_list_starts_servers_and_shows_status(project: Path, user_dir: Path) -> 
     assert lines[0].split() == ["NAME", "TRANSPORT", "STATUS", "TOOLS", "START", "DETAIL"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert rows["time"].split()[1:4] == ["stdio", "running", "2"]
-    assert rows["fault"].split()[1:4] == ["stdio", "running", "11"]
+    assert rows["fault"].split()[1:4] == ["stdio", "running", "12"]
     assert rows["ghost"].split()[1:3] == ["stdio", "failed"]
     assert "command not found: no-such-command-xyz" in rows["ghost"]
     assert rows["off"].split()[1:3] == ["stdio", "disabled"]

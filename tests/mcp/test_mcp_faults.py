@@ -157,7 +157,7 @@ async def test_slow_and_missing_servers_do_not_stop_the_others(
         took = time.monotonic() - t0
         assert took < 10  # the slow server costs its timeout, not more
         rows = {r.name: r for r in mcp.status()}
-        assert rows["ok"].status == "running" and rows["ok"].tools == 11
+        assert rows["ok"].status == "running" and rows["ok"].tools == 12
         assert rows["slow"].status == "failed"
         assert rows["ghost"].status == "failed"
         [slow_notice] = [n for n in notices if "'slow'" in n]
