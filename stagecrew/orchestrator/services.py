@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,8 @@ SERVICES: dict[str, ServiceKind] = {
     "mcp": ServiceKind("stagecrew.orchestrator.mcp_host", "McpHost", "mcp", tool=True),
 }
 STOP_TIMEOUT_S = 10.0
+HEALTH_EVERY_S = 5.0  # tool services are pinged this often; a dead one is replaced at once
+PING_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
 RESTARTS = 1  # per session and tool service
 SPARE_DELAY_S = 1.5  # a spare starts a moment after a take, not during the start it serves
@@ -74,6 +77,10 @@ class SessionServices:
         self._restarts: dict[tuple[str, str], int] = {}
         self._spares: dict[str, Any] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._options: dict[tuple[str, str], ModelSpecWire | dict[str, Any]] = {}
+        self._gone: set[tuple[str, str]] = set()  # died for good (reported once)
+        self._last_health = 0.0
+        self._checking = False
 
     # -- getting one -------------------------------------------------------------------------
 
@@ -112,6 +119,7 @@ class SessionServices:
         service = SERVICES[kind]
         handle = self._new_handle(session, kind, model)
         self._handles[(session.session, kind)] = handle  # before any await: one per session
+        self._options[(session.session, kind)] = model
         actor_id = f"{session.session}-{kind}"
         model_name = model.model if isinstance(model, ModelSpecWire) else ""
         self.tree.add(
@@ -211,15 +219,17 @@ class SessionServices:
         done = self._restarts.get(key, 0)
         if done >= RESTARTS or session.finished:
             self._handles[key] = old  # later callers get the same answer
-            await self.hub.emit(
-                session,
-                ServiceEvent(
-                    service=kind,
-                    state="failed",
-                    detail=f"{kind} service died again after {done} restart(s); its tools "
-                    "are unavailable for the rest of this session",
-                ),
-            )
+            if key not in self._gone and not session.finished:
+                self._gone.add(key)
+                await self.hub.emit(
+                    session,
+                    ServiceEvent(
+                        service=kind,
+                        state="failed",
+                        detail=f"{kind} service died again after {done} restart(s); its "
+                        "tools are unavailable for the rest of this session",
+                    ),
+                )
             raise ServiceUnavailable(
                 f"the session's {kind} service died again; its tools are unavailable"
             )
@@ -231,6 +241,39 @@ class SessionServices:
             ),
         )
         return await self._create(session, kind, model)
+
+    # -- health ------------------------------------------------------------------------------
+
+    def check_health(self) -> None:
+        """Called on every watchdog tick; every ``HEALTH_EVERY_S`` it pings the tool services
+        in the background, so a dead one is replaced (and logged) before the agent's next
+        call has to find out."""
+        now = time.monotonic()
+        if self._checking or now - self._last_health < HEALTH_EVERY_S:
+            return
+        self._last_health = now
+        self._checking = True
+        self._spawn_task(self._ping_all())
+
+    async def _ping_all(self) -> None:
+        from ray.exceptions import RayActorError
+
+        try:
+            for key, handle in list(self._handles.items()):
+                if not SERVICES[key[1]].tool or key in self._gone:
+                    continue
+                try:
+                    await asyncio.wait_for(handle.ping.remote(), PING_TIMEOUT_S)
+                except RayActorError:
+                    session = self.hub.get(key[0])
+                    if session is None or session.finished or self._handles.get(key) is not handle:
+                        continue
+                    with contextlib.suppress(ServiceUnavailable):
+                        await self._restart(session, key[1], self._options[key])
+                except Exception:  # busy or slow: not dead; the next round looks again
+                    continue
+        finally:
+            self._checking = False
 
     # -- spares ------------------------------------------------------------------------------
 
@@ -272,6 +315,8 @@ class SessionServices:
                 continue
             self._handles.pop((sid, kind), None)
             self._restarts.pop((sid, kind), None)
+            self._options.pop((sid, kind), None)
+            self._gone.discard((sid, kind))
             record = self.tree.get(f"{sid}-{kind}")
             if record is not None:
                 record.state = ActorState.FINISHED

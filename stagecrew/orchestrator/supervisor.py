@@ -185,6 +185,7 @@ class Supervisor:
 
     async def _upkeep(self) -> None:
         self.pool.shrink_if_idle()
+        self.services.check_health()
 
     def ping(self) -> dict[str, Any]:
         return {
