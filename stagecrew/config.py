@@ -215,10 +215,28 @@ class RuntimeConfig(_Strict):
     auto_resume: int = Field(default=0, ge=0, le=10)
 
 
+class MemoryConfig(_Strict):
+    """Memory beyond stagecrew's own files."""
+
+    # Index Claude Code's memory of this project (~/.claude/projects/<project>/memory/*.md)
+    # into the search index under the scope `claude`, so the memory tool finds it.
+    cc_index: bool = False
+
+
+class ToolsConfig(_Strict):
+    """What the tools' processes get."""
+
+    # Model key variables tool processes may see; by default none of them do (one `env`
+    # call would hand the keys to the model's provider and into the transcript).
+    env_passthrough: list[str] = []
+
+
 class Config(_Strict):
     models: ModelsConfig
     limits: LimitsConfig = LimitsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    memory: MemoryConfig = MemoryConfig()
+    tools: ToolsConfig = ToolsConfig()
     agent: str = "build"
     permissions: list[str] = []
     # What a permission rule of `ask` becomes when no person is at the terminal.

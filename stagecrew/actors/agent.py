@@ -32,6 +32,7 @@ from stagecrew.actors.spec import (
     ModelPort,
     PermissionPort,
 )
+from stagecrew.llm.providers import model_key_variables
 from stagecrew.llm.repair import RepairResult, repair_arguments
 from stagecrew.messages import (
     ActorRole,
@@ -99,12 +100,18 @@ class Agent:
         self.hooks = AgentHooks(spec, events)
         self.ctx = ToolContext(
             workspace=Path(spec.workspace),
+            hidden_env=frozenset(
+                model_key_variables(
+                    [spec.model, *spec.role_models.values()], keep=spec.tool_env_passthrough
+                )
+            ),
             read_only=spec.read_only,
             session_dir=Path(spec.session_dir) if spec.session_dir else None,
             agent_id=spec.actor_id,
         )
         self.checkpoint = checkpoint
         self.context = self._setup_memory()
+        self.context.before_rebuild = self.hooks.before_compact
         # Shipped defaults first: config and profile rules after them win (last match wins).
         self.permissions = PermissionChecker(
             [*DEFAULT_RULES, *spec.permissions], ask_policy=spec.ask_policy
@@ -514,6 +521,10 @@ class Agent:
             self.format_failures += 1
         elif not withheld:
             self.format_failures = 0
+            if not result.is_error:  # instruction files of directories first reached by this call
+                extra = self.context.nested_instructions(call.name, repaired.arguments or {})
+                if extra:
+                    result = result.model_copy(update={"content": result.content + extra})
         self.events.emit(
             ToolFinished(
                 actor_id=spec.actor_id,

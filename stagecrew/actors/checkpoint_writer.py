@@ -7,7 +7,9 @@ class asks a (cheap) model, role ``checkpoint``, to fold the new messages into t
 (path, port, command, flag …) from the new messages appears byte for byte, whatever the model
 wrote. If the model fails in any way the deterministic ``checkpoint_without_model`` update is
 written instead and the failure is reported as a ``Notice``: the writer's troubles never reach
-the agent, which only ever sees its ``request`` return at once.
+the agent, which only ever sees its ``request`` return at once. The person's instruction files
+(AGENTS.md, CLAUDE.md …) go along with each request: they are standing directives the agent's
+system prompt already carries, so the model must neither copy nor contradict them.
 
 Requests coalesce: one update runs at a time and at most one waits; a newer request joins the
 waiting one (its messages are appended, its reason and goal win), so a burst of requests costs
@@ -33,6 +35,7 @@ from stagecrew.memory.checkpoint import (
     extract_literals,
     update_checkpoint,
 )
+from stagecrew.memory.instructions import load_instructions
 from stagecrew.memory.layers import (
     Checkpoint,
     MemoryPaths,
@@ -161,7 +164,10 @@ class CheckpointWriter:
         current = Checkpoint.parse(base_text)
         task_tree = await asyncio.to_thread(self._task_tree)
         literals = extract_literals(job.messages)
-        prompt = build_checkpoint_prompt(base_text, job.messages, job.goal, literals)
+        instructions = await asyncio.to_thread(self._instructions)
+        prompt = build_checkpoint_prompt(
+            base_text, job.messages, job.goal, literals, instructions=instructions
+        )
         output, model_problem = await self._ask_model(prompt)
         checkpoint, problem = update_checkpoint(current, job.messages, job.goal, output, task_tree)
         written = await asyncio.to_thread(write_checkpoint, path, checkpoint, base_text)
@@ -176,6 +182,14 @@ class CheckpointWriter:
                 f"checkpoint model {self.model_spec.model} failed ({problem}); "
                 "checkpoint.md was updated without it"
             )
+
+    def _instructions(self) -> str:
+        """The instruction files as they are now (read per update: they are small, and a
+        person may edit them mid-session); their problems are the agent's to report."""
+        try:
+            return load_instructions(self.paths.project_root).text
+        except Exception:
+            return ""
 
     def _task_tree(self) -> str | None:
         if not self.paths.ledger.is_file():

@@ -13,10 +13,15 @@ the I/O around it. Each step, before the model call, ``ContextManager.prepare``:
   and archives everything that left it into the FTS5 index, so the ``memory`` tool can find
   it again. The rebuilt list never exceeds its budget as this counter counts it.
 
-The system prompt the model sees is composed once per run — the profile's prompt, then project
-instructions (AGENTS.md / CLAUDE.md), project memory and global memory — and then kept byte for
-byte, through rebuilds too, so providers' prompt caches keep hitting. Layers already in it are
-not repeated in a rebuilt context unless they changed on disk since.
+The system prompt the model sees is composed once per run — the profile's prompt, then the
+person's instruction files (AGENTS.md, CLAUDE.md, their imports and rules:
+``memory/instructions.py``), project memory and global memory — and then kept byte for byte,
+through rebuilds too, so providers' prompt caches keep hitting. Layers already in it are not
+repeated in a rebuilt context unless they changed on disk since. Composing it is the start of a
+run: the primary agent then reports each problem with an instruction file as a ``Notice`` and,
+when ``memory.cc_index`` is on, mirrors Claude Code's own project memory into the index.
+Instruction files in subdirectories come later, appended to the result of the first file tool
+call below them (``nested_instructions``).
 
 ``SessionHistory`` / ``history_from_events`` turn a session's event log back into a transcript
 (``crew resume``), and ``resume_context`` runs the same rebuild over it.
@@ -30,21 +35,28 @@ import asyncio
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from stagecrew.memory.context import (
+    INSTRUCTIONS_HINT,
     ContextBudgetError,
     ContextInputs,
     RebuildConfig,
     compact_markdown,
     fit_markdown,
-    load_instructions,
     rebuild_context,
 )
-from stagecrew.memory.index import Hit, MemoryIndex
+from stagecrew.memory.index import (
+    CLAUDE_KIND,
+    Hit,
+    MemoryIndex,
+    SyncStats,
+    claude_memory_sources,
+)
+from stagecrew.memory.instructions import Instructions, InstructionTracker, load_instructions
 from stagecrew.memory.layers import Checkpoint, MemoryPaths, read_text, unquote
 from stagecrew.memory.messages import Message, content_text
 from stagecrew.memory.tasks import TaskLedger
@@ -81,6 +93,10 @@ DRAIN_WAIT_S = 30.0
 ARCHIVE_LIMIT = 8
 
 _INTERRUPTED = "[interrupted: no result]"
+INSTRUCTIONS_TITLE = (
+    "Project instructions (AGENTS.md, CLAUDE.md, rules and imports; each block names its file): "
+    "the person's standing directives"
+)
 
 
 class CheckpointPort(Protocol):
@@ -177,6 +193,8 @@ class ContextManager:
         counter: CalibratedCounter | None = None,
         config: RebuildConfig | None = None,
         rebuild_wait_s: float = REBUILD_WAIT_S,
+        home: Path | None = None,
+        cc_index: bool = False,
     ) -> None:
         self.session = session
         self.actor_id = actor_id
@@ -192,6 +210,14 @@ class ContextManager:
         self.counter = counter or CalibratedCounter(EstimateCounter())
         self.config = config or RebuildConfig()
         self.rebuild_wait_s = rebuild_wait_s
+        self.home = home
+        self.cc_index = cc_index
+        # Called before each rebuild (the agent runs its PreCompact hooks there).
+        self.before_rebuild: Callable[[], Awaitable[None]] | None = None
+        # What the run read of the person's instruction files (None until composed), and the
+        # tracker that adds the ones below the project root as the agent reaches them.
+        self.instructions: Instructions | None = None
+        self._tracker: InstructionTracker | None = None
         base = self.counter.base
         self._tool_base = base.count_tools(tool_schemas) if isinstance(base, EstimateCounter) else 0
         self._system: _SystemPrompt | None = None
@@ -231,6 +257,7 @@ class ContextManager:
             primary=primary,
             checkpoint=checkpoint,
             events=events,
+            cc_index=primary and claude_memory_wanted(spec),
         )
 
     # -- sizes -------------------------------------------------------------------------------
@@ -256,10 +283,64 @@ class ContextManager:
     # -- the system prompt -------------------------------------------------------------------
 
     def system_prompt(self) -> str:
-        """The profile's prompt plus instructions and memory, composed once per run."""
+        """The profile's prompt plus instructions and memory, composed once per run (the
+        first call is the run's start; see the module docstring)."""
         if self._system is None:
             self._system = self._compose()
+            self._start_run()
         return self._system.text
+
+    def _start_run(self) -> None:
+        """Once the run's prompt is composed, the primary agent reports each problem with an
+        instruction file (once per run) and mirrors Claude Code's project memory into the
+        index; switched off, what an earlier run indexed leaves an existing index."""
+        if not self.primary:
+            return
+        self._instruction_notices(self.instructions.notices if self.instructions else [])
+        if self.cc_index or self.paths.index_db.is_file():
+            self.index_claude_memory()
+
+    def _instruction_notices(self, notices: list[str]) -> None:
+        if self.primary:
+            for notice in notices:
+                self._notice("warning", f"instructions: {notice}")
+
+    def load_instructions(self) -> Instructions:
+        """The person's instruction files as they are on disk now."""
+        return load_instructions(
+            self.paths.project_root, home=self.home, config_dir=self.paths.user_config_dir
+        )
+
+    def nested_instructions(self, tool: str, arguments: dict[str, Any]) -> str:
+        """After a file tool succeeded: the instruction files below the project root that now
+        apply, labelled, to append to its result (``""`` when none are new). Each comes once
+        per run; problems with them are notices, as at the start."""
+        if self._tracker is None:
+            loaded = self.instructions or Instructions()
+            self._tracker = InstructionTracker(loaded, self.paths.project_root, home=self.home)
+        try:
+            extra = self._tracker.for_tool_call(tool, arguments)
+        except Exception as exc:  # a person's files never break a tool result
+            self._instruction_notices([f"{type(exc).__name__}: {exc}"])
+            return ""
+        self._instruction_notices(self._tracker.notices)
+        self._tracker.notices.clear()
+        return extra
+
+    def index_claude_memory(self) -> SyncStats | None:
+        """Mirror Claude Code's memory files of this project into the index (scope
+        ``claude``), or with ``cc_index`` off drop what is there; a failure is a warning,
+        never the run's end."""
+        try:
+            sources = (
+                claude_memory_sources(self.paths.project_root, home=self.home)
+                if self.cc_index
+                else []
+            )
+            return self._index().sync_kind(CLAUDE_KIND, sources)
+        except Exception as exc:
+            self._notice("warning", f"could not index Claude Code's project memory: {exc}")
+            return None
 
     def _compose(self) -> _SystemPrompt:
         """Each layer is fitted under the rebuild's cap for it, so the (never trimmed) system
@@ -267,11 +348,12 @@ class ContextManager:
         budget = max(self.message_budget, 0)
         count = self.counter.count_text
         cfg = self.config
+        self.instructions = self.load_instructions()
         instructions = fit_markdown(
-            load_instructions(self.paths.project_root),
+            self.instructions.text,
             int(budget * cfg.instructions),
             count,
-            hint="AGENTS.md",
+            hint=INSTRUCTIONS_HINT,
         )
         memory = fit_markdown(
             compact_markdown(read_text(self.paths.project_memory)),
@@ -287,7 +369,7 @@ class ContextManager:
         )
         blocks = []
         for tag, title, text in (
-            ("project_instructions", "Project instructions (AGENTS.md / CLAUDE.md)", instructions),
+            ("project_instructions", INSTRUCTIONS_TITLE, instructions),
             (
                 "project_memory",
                 "Project memory (.stagecrew/memory/MEMORY.md; add to it with the memory tool)",
@@ -395,6 +477,8 @@ class ContextManager:
     # -- rebuilding --------------------------------------------------------------------------
 
     async def _rebuild_async(self, messages: list[Message], reason: str) -> list[Message] | None:
+        if self.before_rebuild is not None:  # Claude Code's PreCompact hooks
+            await self.before_rebuild()
         if self._cp_requested and self.checkpoint is not None and self.primary:
             with contextlib.suppress(Exception):
                 if self._background:
@@ -475,7 +559,7 @@ class ContextManager:
                 global_memory = ""
             instructions = ""
         else:
-            instructions = load_instructions(paths.project_root)
+            instructions = self.load_instructions().text
         query = " ".join(
             part
             for part in (
@@ -669,3 +753,17 @@ def agent_memory_paths(spec: AgentSpec) -> MemoryPaths:
     workspace = Path(os.path.realpath(spec.workspace))
     session_dir = Path(spec.session_dir) if spec.session_dir else None
     return MemoryPaths.for_session_dir(workspace, session_dir, config_dir)
+
+
+def claude_memory_wanted(spec: AgentSpec) -> bool:
+    """``memory.cc_index`` as the session's configuration sets it (default off).
+
+    The spec does not carry the setting, so it is read from the workspace's and the person's
+    config files where the agent runs; a configuration that no longer loads means off.
+    """
+    from stagecrew.config import ConfigError, load_config
+
+    try:
+        return load_config(Path(spec.workspace)).memory.cc_index
+    except (ConfigError, OSError, ValueError):
+        return False

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 from stagecrew.envutil import restore_process_env
-from stagecrew.llm.providers import provider_of, required_key_env
+from stagecrew.llm.providers import apply_endpoint, provider_of, required_key_env
 from stagecrew.messages import ModelRequest, StreamDone, StreamError, StreamItem, Usage
 
 
@@ -104,6 +104,8 @@ class ModelGateway:
         self.calls += 1
         key_env = required_key_env(request.spec)
         api_key = None
+        # The session's keys and endpoint variables, from the command that started it.
+        session_keys = self._credentials.get(request.session, {})
         if key_env:
             session_keys = await self._session_credentials(request.session)
             api_key = session_keys.get(key_env) or os.environ.get(key_env)
@@ -114,6 +116,9 @@ class ModelGateway:
                     f"— set {key_env} in the environment where you run crew",
                 )
                 return
+        spec = apply_endpoint(request.spec, session_keys)
+        if spec is not request.spec:
+            request = request.model_copy(update={"spec": spec})
         async with self._limit(provider_of(request.spec.model)):
             async for item in stream_completion(request, api_key, key_env):
                 if isinstance(item, StreamDone):

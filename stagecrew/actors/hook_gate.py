@@ -21,6 +21,7 @@ from stagecrew.actors.spec import AgentSpec, EventSink
 from stagecrew.hooks import (
     NOTIFICATION,
     POST_TOOL_USE,
+    PRE_COMPACT,
     HookOutcome,
     HookRunner,
     merge,
@@ -149,6 +150,12 @@ class AgentHooks:
             self._record(
                 await self.runner.notification(f"stagecrew needs your permission to use {summary}")
             )
+
+    async def before_compact(self) -> None:
+        """PreCompact, before the context is rebuilt from memory (Claude Code's automatic
+        compaction). It cannot stop the rebuild; its messages reach the person."""
+        if self.runner is not None and self.runner.has_hooks(PRE_COMPACT):
+            self._record(await self.runner.pre_compact("auto"))
 
     async def on_stop(self) -> str | None:
         """Stop/SubagentStop: the reason to keep working, or None to stop."""

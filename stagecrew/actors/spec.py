@@ -97,6 +97,9 @@ class AgentSpec(BaseModel):
     # Hooks (Claude Code's contract) as (source, raw ``hooks`` object) in config order,
     # validated when the session was prepared; the agent parses and runs them.
     hooks: list[tuple[str, dict[str, Any]]] = []
+    # Model key variables tool processes may still see (config ``tools.env_passthrough``);
+    # every other one is removed from their environment.
+    tool_env_passthrough: list[str] = []
 
 
 class AgentResult(BaseModel):

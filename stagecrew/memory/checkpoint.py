@@ -217,7 +217,8 @@ def ensure_literals(checkpoint: Checkpoint, literals: Iterable[str]) -> list[str
 _SECTION_GUIDE = {
     "Active intent": "the person's goal in their own words (it is filled in for you; copy it)",
     "Next action": "the single concrete next step, specific enough to resume cold",
-    "Directives": "standing instructions from the person (do/don't), verbatim where possible",
+    "Directives": "standing instructions the person gave in the conversation (do/don't), "
+    "verbatim where possible; never those of the instruction files",
     "Task tree": "the task ids and their status, as they stand",
     "Current work": "what is in progress right now and how far it got",
     "Files touched": "`path` - what changed or why it matters, one per line",
@@ -246,14 +247,31 @@ def render_transcript(
     return "\n\n".join(reversed(kept))
 
 
+def _instruction_block(instructions: str, max_chars: int) -> str:
+    """The person's instruction files for the writer to check against, cut to ``max_chars``."""
+    text = instructions.strip()
+    if not text:
+        return ""
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"\n[… {len(text) - max_chars:,} more characters]"
+    return f"<instruction_files>\n{text}\n</instruction_files>\n\n"
+
+
 def build_checkpoint_prompt(
     current_checkpoint: str,
     new_messages: list[Message],
     person_goal: str,
     literals: list[str] | None = None,
     max_transcript_chars: int = 60_000,
+    instructions: str = "",
+    max_instruction_chars: int = 8_000,
 ) -> list[Message]:
-    """Messages asking a model to return the updated checkpoint, whole, in fixed sections."""
+    """Messages asking a model to return the updated checkpoint, whole, in fixed sections.
+
+    ``instructions`` is the text of the person's instruction files (AGENTS.md, CLAUDE.md …):
+    their standing directives, already in the agent's system prompt through every rebuild.
+    The writer sees them only to leave them out of Directives and never contradict them.
+    """
     literals = extract_literals(new_messages) if literals is None else literals
     guide = "\n".join(f"## {name}\n{_SECTION_GUIDE[name]}" for name in CHECKPOINT_SECTIONS)
     system = (
@@ -270,11 +288,15 @@ def build_checkpoint_prompt(
         "no longer true; prefer short bullets.\n"
         "- Sections whose heading is not in the list above were written by the person: "
         "leave them exactly as they are.\n"
-        "- Do not invent facts that are not in the checkpoint or the messages."
+        "- Do not invent facts that are not in the checkpoint or the messages.\n"
+        "- The person's instruction files (AGENTS.md, CLAUDE.md, their imports and rules) are "
+        "standing directives already in the agent's system prompt: do not copy them into the "
+        "checkpoint, and never write anything that contradicts them."
     )
     literal_block = "\n".join(f"- {_code_span(lit)}" for lit in literals) or "(none)"
     user = (
-        f"<person_goal>\n{person_goal}\n</person_goal>\n\n"
+        _instruction_block(instructions, max_instruction_chars)
+        + f"<person_goal>\n{person_goal}\n</person_goal>\n\n"
         f"<current_checkpoint>\n{current_checkpoint.strip() or '(empty)'}\n"
         "</current_checkpoint>\n\n"
         f"<new_messages>\n{render_transcript(new_messages, max_transcript_chars)}\n"

@@ -9,7 +9,8 @@ the same inputs give byte-identical messages. Layout, most stable first so provi
 caches keep hitting across rebuilds:
 
 1. ``system``: the system prompt, byte for byte, never trimmed;
-2. ``system``: project instructions (AGENTS.md / CLAUDE.md), trimmed only if over their cap;
+2. ``system``: the person's instruction files (AGENTS.md, CLAUDE.md, their imports …; see
+   ``memory/instructions.py``), their standing directives, trimmed only if over their cap;
 3. one context message (``user`` by default): task ledger, checkpoint, project memory,
    global memory, notes and archive hits relevant to the current task, each under its own
    token cap and trimmed by importance within it;
@@ -27,9 +28,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from stagecrew.memory.index import Hit, MemoryIndex
+from stagecrew.memory.instructions import load_instructions
 from stagecrew.memory.layers import (
     Checkpoint,
     MemoryPaths,
@@ -56,7 +57,6 @@ __all__ = [
     "RebuildConfig",
     "RebuildResult",
     "gather_inputs",
-    "load_instructions",
     "rebuild_context",
     "should_checkpoint",
     "should_rebuild",
@@ -66,6 +66,12 @@ __all__ = [
 # re-archive) the context message an earlier rebuild produced.
 CONTEXT_MARKER = "[stagecrew: context rebuilt from memory]"
 INSTRUCTIONS_MARKER = "[stagecrew: project instructions]"
+# The instruction files are the person's standing directives: said once, binding all session.
+INSTRUCTIONS_NOTE = (
+    "The person's instruction files (AGENTS.md, CLAUDE.md, their imports and rules): "
+    "standing directives for the whole session."
+)
+INSTRUCTIONS_HINT = "the instruction files"
 
 _CHECKPOINT_PRIORITY = {
     "active intent": 100,
@@ -551,9 +557,10 @@ def _build_prefix(
     sections: dict[str, str] = {}
     if with_instructions and inputs.instructions.strip():
         cap = int(budget * config.instructions * scale)
-        text = fit_markdown(inputs.instructions, cap, counter.count_text, hint="AGENTS.md")
+        text = fit_markdown(inputs.instructions, cap, counter.count_text, hint=INSTRUCTIONS_HINT)
         if text.strip():
-            prefix.append({"role": "system", "content": f"{INSTRUCTIONS_MARKER}\n{text}"})
+            content = f"{INSTRUCTIONS_MARKER}\n{INSTRUCTIONS_NOTE}\n\n{text}"
+            prefix.append({"role": "system", "content": content})
             sections["instructions"] = text
     ctx_msg = None
     if with_context:
@@ -719,16 +726,6 @@ def _collect_dropped(
 # ----------------------------------------------------------------------------- inputs
 
 
-def load_instructions(project_root: Path) -> str:
-    """AGENTS.md and CLAUDE.md from the project root (both if both exist and differ)."""
-    texts: list[str] = []
-    for name in ("AGENTS.md", "CLAUDE.md"):
-        text = read_text(Path(project_root) / name).strip()
-        if text and text not in texts:
-            texts.append(text)
-    return "\n\n".join(texts)
-
-
 def gather_inputs(
     paths: MemoryPaths,
     messages: list[Message],
@@ -773,7 +770,7 @@ def gather_inputs(
             ][:archive_limit]
     return ContextInputs(
         system_prompt=system_prompt,
-        instructions=load_instructions(paths.project_root)
+        instructions=load_instructions(paths.project_root, config_dir=paths.user_config_dir).text
         if instructions is None
         else instructions,
         task_ledger=ledger_text,

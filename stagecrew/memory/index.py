@@ -39,12 +39,19 @@ Design choices (measured with ``benchmarks/bench_memory_search.py``):
   phrase (so FTS5 syntax characters are inert), stopwords go, terms are OR-ed. ``search``
   never raises on user text.
 * **WAL** so actors in other processes can search while one of them syncs.
+
+Claude Code's own project memory (``~/.claude/projects/<slug>/memory/*.md``, its auto memory
+with ``MEMORY.md`` as the index) can be mirrored too, under the kind ``claude``
+(``claude_memory_sources`` finds the files, ``MemoryIndex.sync_kind`` mirrors exactly them), so
+a person switching over keeps what Claude Code learned about the project searchable. The
+``memory.cc_index`` setting turns it on; nothing of Claude Code's is read otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -65,6 +72,10 @@ from stagecrew.memory.messages import (
 )
 
 DEFAULT_TOKENIZER = "unicode61 remove_diacritics 2"
+# The kind (scope) of chunks mirrored from Claude Code's project memory.
+CLAUDE_KIND = "claude"
+# Claude Code cuts a project's directory name at this length and adds a hash of the path.
+CLAUDE_SLUG_MAX = 200
 SCHEMA_VERSION = "1"
 # A file whose mtime is this close to our last look may have changed again within the same
 # mtime tick without changing size (the "racy git" problem), so it is hashed, not trusted.
@@ -507,6 +518,25 @@ class MemoryIndex:
             stats.indexed += 1
             stats.chunks += n
 
+    def sync_kind(self, kind: str, sources: Iterable[IndexSource | Path | str]) -> SyncStats:
+        """Mirror exactly ``sources`` as ``kind``: each is synced, and every indexed file of
+        that kind not among them is dropped (a source that is off, or a file moved away)."""
+        listed = [s if isinstance(s, IndexSource) else IndexSource(kind, Path(s)) for s in sources]
+        stats = self.sync_files(s._replace(kind=kind) for s in listed)
+        keep = {str(Path(s.path).absolute()) for s in listed}
+        with self._lock:
+            indexed = [
+                r[0] for r in self._conn.execute("SELECT path FROM files WHERE kind=?", (kind,))
+            ]
+        gone = [p for p in indexed if p not in keep]
+        if gone:
+            with self._write():
+                for p in gone:
+                    self._conn.execute("DELETE FROM chunks WHERE source=?", (p,))
+                    self._conn.execute("DELETE FROM files WHERE path=?", (p,))
+            stats.removed += len(gone)
+        return stats
+
     def forget_missing(self) -> int:
         """Drop every indexed file that no longer exists (e.g. a deleted session)."""
         with self._lock:
@@ -855,3 +885,66 @@ def infer_source(path: Path) -> IndexSource:
     if name == "MEMORY.md" and ".stagecrew" not in parts:
         return IndexSource("global", path)
     return IndexSource("memory", path)
+
+
+# ----------------------------------------------------------------------------- Claude Code
+
+
+def claude_project_slug(path: Path | str) -> str:
+    """The directory name Claude Code gives a project under ``~/.claude/projects``: the
+    absolute path with every character but ASCII letters and digits turned into ``-``
+    (``/home/me/my_app`` → ``-home-me-my-app``). Past ``CLAUDE_SLUG_MAX`` characters Claude
+    Code adds a hash of the path, which ``claude_memory_sources`` matches by prefix."""
+    return re.sub(r"[^A-Za-z0-9]", "-", str(path))
+
+
+def claude_config_dir(home: Path | None = None) -> Path:
+    """Claude Code's own directory: ``$CLAUDE_CONFIG_DIR`` when set, else ``~/.claude``."""
+    override = os.environ.get("CLAUDE_CONFIG_DIR")
+    if override and home is None:
+        return Path(override).expanduser()
+    return (home if home is not None else Path.home()) / ".claude"
+
+
+def _repository_root(path: Path) -> Path | None:
+    """The nearest directory at or above ``path`` holding ``.git``. The same rule as
+    ``memory.instructions.repository_root``, repeated so the index does not import the
+    instruction loader (which reaches the config, whose tool providers import the index)."""
+    for d in (path, *path.parents):
+        if os.path.lexists(d / ".git"):
+            return d
+    return None
+
+
+def _claude_project_dirs(projects: Path, root: Path) -> list[Path]:
+    slug = claude_project_slug(root)
+    if len(slug) <= CLAUDE_SLUG_MAX:
+        return [projects / slug]
+    try:
+        return sorted(projects.glob(f"{slug[:CLAUDE_SLUG_MAX]}-*"))
+    except OSError:
+        return []
+
+
+def claude_memory_sources(
+    project_root: Path | str, home: Path | None = None, claude_dir: Path | None = None
+) -> list[IndexSource]:
+    """Claude Code's memory files for this project, as index sources of kind ``claude``.
+
+    Claude Code keys its auto memory by the repository root (every worktree and subdirectory
+    shares it) and, in older versions and outside a repository, by the directory it started
+    in; both are looked at. ``memory/**/*.md`` of each, sorted; none when there is nothing.
+    """
+    root = Path(os.path.realpath(project_root))
+    base = (claude_dir or claude_config_dir(home)) / "projects"
+    keys = dict.fromkeys(p for p in (_repository_root(root), root) if p is not None)
+    out: list[IndexSource] = []
+    for key in keys:
+        for project_dir in _claude_project_dirs(base, key):
+            memory = project_dir / "memory"
+            try:
+                files = sorted(p for p in memory.rglob("*.md") if p.is_file())
+            except OSError:
+                continue
+            out += [IndexSource(CLAUDE_KIND, p) for p in files if p not in {s.path for s in out}]
+    return out

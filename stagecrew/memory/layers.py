@@ -53,7 +53,15 @@ MEMORY_SECTIONS: tuple[str, ...] = (
     "Durable knowledge",
 )
 
-SOURCE_KINDS: tuple[str, ...] = ("memory", "global", "checkpoint", "notes", "progress", "archive")
+SOURCE_KINDS: tuple[str, ...] = (
+    "memory",
+    "global",
+    "checkpoint",
+    "notes",
+    "progress",
+    "archive",
+    "claude",
+)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")

@@ -10,16 +10,23 @@ exactly this (never on disk, never in the log).
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import ray
 
 from stagecrew.actors.gateway import ModelGateway
+from stagecrew.llm.providers import endpoint_variables
 from stagecrew.orchestrator.names import SUPERVISOR_NAME
 
 
 class GatewayHost(ModelGateway):
     def __init__(self) -> None:
+        # This process inherited the environment of whoever started the head. Its provider
+        # endpoint variables would be litellm's fallback for every session; each session
+        # brings its own instead (``llm.providers.apply_endpoint``).
+        for name in endpoint_variables():
+            os.environ.pop(name, None)
         super().__init__()
         # The async warm-up runs in the actor's own loop as its first call, also after a
         # restart (nobody else knows the process is new).

@@ -84,6 +84,8 @@ class ToolContext:
     workspace: Path
     cwd: Path | None = None
     env: dict[str, str] | None = None
+    # Variables tool processes must not see (the session's model keys).
+    hidden_env: frozenset[str] = frozenset()
     read_only: bool = False
     session_dir: Path | None = None
     agent_id: str = "agent"

@@ -624,7 +624,7 @@ def _render(ctx: ToolContext, args: GrepArgs, result: SearchResult) -> ToolResul
 async def grep_search(args: GrepArgs, ctx: ToolContext) -> SearchResult:
     """Run the search with the best backend available (rg, else Python)."""
     target = resolve_path(ctx, args.path or ".", must_exist=True)
-    env = tool_subprocess_env(ctx.env)
+    env = tool_subprocess_env(ctx.env, ctx.hidden_env)
     rg = find_rg(env)
     if rg is not None:
         rel = display_path(ctx, target)

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,9 @@ DRAIN_GRACE_S = 1.0  # how long output may keep flowing after the shell itself e
 BASH = "/bin/bash"
 
 
-def tool_subprocess_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+def tool_subprocess_env(
+    base: Mapping[str, str] | None = None, hidden: Iterable[str] = ()
+) -> dict[str, str]:
     """The environment the *user* would give a command: ``base`` (or ours) minus what the runtime
     injected for its own use.
 
@@ -49,15 +51,20 @@ def tool_subprocess_env(base: Mapping[str, str] | None = None) -> dict[str, str]
     ``STAGECREW_INJECTED_ENV`` holds ``{VAR: original value or null}``; we restore the originals
     (null means the user had none) and drop the marker itself. When an explicit ``base`` lacks
     the marker, our own process's marker still applies, but only to variables that still hold
-    the injected value (so a value the caller chose on purpose is kept).
+    the injected value (so a value the caller chose on purpose is kept). ``hidden`` names are
+    removed (the session's model keys: ``ToolContext.hidden_env``).
     """
     if base is None:
-        return restored_env(os.environ)
-    return restored_env(base, inherited_from=os.environ)
+        env = restored_env(os.environ)
+    else:
+        env = restored_env(base, inherited_from=os.environ)
+    for name in hidden:
+        env.pop(name, None)
+    return env
 
 
 def _command_env(ctx: ToolContext) -> dict[str, str]:
-    env = tool_subprocess_env(ctx.env)
+    env = tool_subprocess_env(ctx.env, ctx.hidden_env)
     # Nothing can answer a prompt or page through output: make tools that would, not.
     env.setdefault("PAGER", "cat")
     env.setdefault("GIT_PAGER", "cat")

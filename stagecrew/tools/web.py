@@ -327,7 +327,7 @@ async def fetch(args: WebFetchArgs, ctx: ToolContext) -> ToolResult:
     if not parts.hostname:
         return _error(f"{url!r} has no host name")
     try:
-        mounts = proxy_mounts(tool_subprocess_env(ctx.env))
+        mounts = proxy_mounts(tool_subprocess_env(ctx.env, ctx.hidden_env))
     except (ValueError, httpx.InvalidURL) as exc:
         return _error(f"the proxy configured in the environment is not usable: {exc}")
     client = httpx.AsyncClient(

@@ -21,12 +21,12 @@ from stagecrew.memory.context import (
     fit_markdown,
     fit_notes,
     gather_inputs,
-    load_instructions,
     rebuild_context,
     should_checkpoint,
     should_rebuild,
 )
 from stagecrew.memory.index import MemoryIndex
+from stagecrew.memory.instructions import load_instructions
 from stagecrew.memory.layers import Checkpoint, MemoryPaths, ProjectMemoryWriter, append_note
 from stagecrew.memory.messages import group_messages
 from stagecrew.memory.tasks import TaskLedger
@@ -412,7 +412,11 @@ def test_gather_inputs_end_to_end(tmp_path: Path) -> None:
     (root).mkdir()
     (root / "AGENTS.md").write_text("# Agents\n\nUse uv.\n")
     (root / "CLAUDE.md").write_text("# Claude\n\nBe terse.\n")
-    assert load_instructions(root) == "# Agents\n\nUse uv.\n\n# Claude\n\nBe terse."
+    text = load_instructions(root, home=tmp_path / "home", config_dir=tmp_path / "cfg").text
+    assert text == (
+        "Contents of AGENTS.md (project instructions):\n\n# Agents\n\nUse uv.\n\n"
+        "Contents of CLAUDE.md (project instructions):\n\n# Claude\n\nBe terse."
+    )
     paths = MemoryPaths(root, "s1", tmp_path / "cfg")
     cp = Checkpoint()
     cp.set_active_intent("migrate the billing exporter to parquet")
