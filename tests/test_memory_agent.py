@@ -13,6 +13,7 @@ import json
 import math
 import re
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -445,3 +446,32 @@ def test_long_session_benchmark_holds_its_goals_at_small_scale() -> None:
     assert r["managed_tokens"] <= 0.4 * r["naive_tokens"]
     assert r["largest_request"] <= r["usable_window"]
     assert "LOST" not in r["facts"].values(), r["facts"]
+
+
+@pytest.mark.ray
+def test_a_cancelled_run_keeps_the_checkpoint_being_written(
+    ray_head: object, git_repo: Path
+) -> None:
+    """Cancelling while the writer's (slow) model call is in flight: the session ends after
+    the checkpoint is written, not by killing the writer in the middle of it."""
+    update = "## Active intent\n\nfix the upload test\n\n## Next action\n\nRe-run it on staging.\n"
+    runs = [tool("bash", command=f"python3 tools/testlog.py {i}") for i in range(1, 9)]
+    script = {
+        "main": [*runs, {"text": "never sent", "delay": 60}],
+        "cp": [{"text": update, "delay": 4, "repeat": "forever"}],
+    }
+    with ScriptedLLM(script) as llm:
+        setup_workspace(git_repo, llm, {"model": "openai/cp"})
+        client, sid = start(git_repo, PROMPT, context_window=WINDOW)
+        t0 = time.monotonic()
+        while not of_model(llm, "cp") and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        assert of_model(llm, "cp"), "the writer was never asked"
+        client.cancel(sid)
+        events = follow(client, sid, timeout=60)
+
+    finished = bodies(events, SessionFinished)[0]
+    assert finished.stop_reason == "cancelled", finished
+    assert bodies(events, CheckpointWritten), [e.body.kind for e in events]
+    checkpoint = git_repo / ".stagecrew" / "state" / "sessions" / sid / "checkpoint.md"
+    assert "Re-run it on staging." in checkpoint.read_text()

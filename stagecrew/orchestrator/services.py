@@ -43,17 +43,25 @@ class ServiceKind:
     role: str
     # Bound after start (``bind``), restarted by the supervisor, kept warm as a spare.
     tool: bool = False
+    # Called (with the stop timeout) before the actor is killed at the session's end: what
+    # it is doing must finish (a checkpoint being written) or end cleanly (server processes).
+    drain: str | None = None
 
 
 SERVICES: dict[str, ServiceKind] = {
     "checkpoint": ServiceKind(
-        "stagecrew.orchestrator.checkpoint_host", "CheckpointWriterHost", "checkpoint-writer"
+        "stagecrew.orchestrator.checkpoint_host",
+        "CheckpointWriterHost",
+        "checkpoint-writer",
+        drain="wait_idle",
     ),
     "judge": ServiceKind("stagecrew.orchestrator.judge_host", "JudgeHost", "judge"),
     # Tool services: built with the provider's options instead of a model.
-    "mcp": ServiceKind("stagecrew.orchestrator.mcp_host", "McpHost", "mcp", tool=True),
+    "mcp": ServiceKind(
+        "stagecrew.orchestrator.mcp_host", "McpHost", "mcp", tool=True, drain="stop"
+    ),
 }
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 15.0  # a checkpoint's model call, or the servers' orderly exit
 HEALTH_EVERY_S = 5.0  # tool services are pinged this often; a dead one is replaced at once
 PING_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
@@ -321,9 +329,12 @@ class SessionServices:
             if record is not None:
                 record.state = ActorState.FINISHED
                 record.done.set()
-            if SERVICES[kind].tool:  # they hold processes of their own
+            drain = SERVICES[kind].drain
+            if drain is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(handle.stop.remote(), STOP_TIMEOUT_S)
+                    method = getattr(handle, drain)
+                    args = (STOP_TIMEOUT_S - 1,) if drain == "wait_idle" else ()
+                    await asyncio.wait_for(method.remote(*args), STOP_TIMEOUT_S)
             with contextlib.suppress(Exception):
                 ray.kill(handle)
             session = self.hub.get(sid)
