@@ -3,10 +3,23 @@ its system prompt.
 
 Markdown because the prompt is the bulk of a profile and people edit it like prose; the
 frontmatter keeps the few knobs (tools, permissions, model) next to the words they shape.
-Profiles are found in three places, later ones replacing earlier ones by name (the file stem):
-the ones shipped with stagecrew, the user's config dir (``<dir>/agents/*.md``), and the project
-(``.stagecrew/agents/*.md``). A broken profile is an error naming the file and the field, not a
-silently skipped agent: a typo in ``permissions`` must never quietly widen what an agent may do.
+Profiles are found in five places, later ones replacing earlier ones by name:
+
+1. the ones shipped with stagecrew (``configs/agents``);
+2. Claude Code's user subagents (``~/.claude/agents/*.md``);
+3. the user's config dir (``<dir>/agents/*.md``);
+4. Claude Code's project subagents (``.claude/agents/*.md``);
+5. the project's own (``.stagecrew/agents/*.md``).
+
+The project beats the person (it is the more specific statement, as in Claude Code, where
+project agents beat user agents), and at each level stagecrew's own file beats Claude Code's:
+someone who wrote a stagecrew profile of the same name wrote it for stagecrew. Claude Code's
+subagents are translated by ``stagecrew.claude.agents`` (their ``name`` field names them; the
+file stem names stagecrew's). A broken stagecrew profile is an error naming the file and the
+field, not a silently skipped agent: a typo in ``permissions`` must never quietly widen what an
+agent may do. A Claude Code file stagecrew cannot use is a notice instead (it is Claude Code's
+file, and one bad file there must not stop stagecrew); ``discover_profile_catalog`` returns
+those notices.
 
 Example::
 
@@ -25,27 +38,36 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stagecrew.claude.agents import claude_agent_dirs, load_claude_agents
 from stagecrew.config import describe_os_error
+from stagecrew.frontmatter import split_frontmatter
 from stagecrew.layout import agents_dir
+from stagecrew.messages import ModelSpecWire
 from stagecrew.tools.permissions import Rule, RuleError, parse_rule
 
 __all__ = [
     "AgentProfile",
+    "ProfileCatalog",
     "ProfileError",
     "Role",
+    "discover_profile_catalog",
     "discover_profiles",
     "load_profile",
     "parse_profile",
+    "profile_descriptions",
+    "profile_dirs",
     "shipped_agents_dir",
 ]
 
 Role = Literal["primary", "subagent", "judge", "checkpoint", "candidate"]
+SourceFormat = Literal["stagecrew", "claude"]
 
 
 class ProfileError(ValueError):
@@ -74,6 +96,10 @@ class AgentProfile(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     system_prompt: str = Field(min_length=1)
     source: Path | None = None
+    # Which format the file is in; for Claude Code's subagents, the ``model`` they named
+    # (``opus``, ``inherit``, ``claude-sonnet-4-5``...), which ``role``/``model`` translate.
+    source_format: SourceFormat = "stagecrew"
+    source_model: str | None = None
 
     @field_validator("tools", mode="before")
     @classmethod
@@ -128,35 +154,36 @@ class AgentProfile(BaseModel):
         """The profile's rules, tagged as the ``agent`` layer for ``combine_layers``."""
         return [parse_rule(text, "agent") for text in self.permissions]
 
+    def child_model(
+        self, parent_model: ModelSpecWire, role_models: Mapping[str, ModelSpecWire]
+    ) -> ModelSpecWire:
+        """The model this profile runs on as a subagent, before its own ``model`` and
+        ``temperature`` overrides (``profile_model_overrides``).
+
+        A stagecrew profile runs on the ``subagent`` model unless it names another role
+        (``role: primary`` means "the main model" for a top-level agent; as a child it is a
+        subagent). A Claude Code subagent's role is its model tier, so ``opus`` does get the
+        primary model, and ``inherit`` (or no ``model``: Claude Code's default) gets the
+        parent's own model."""
+        if self.source_format == "claude":
+            if self.role is None:
+                return parent_model
+            return role_models.get(self.role, parent_model)
+        model = role_models.get("subagent", parent_model)
+        if self.role and self.role != "primary" and self.role in role_models:
+            model = role_models[self.role]
+        return model
+
 
 def _split_frontmatter(text: str, path: Path) -> tuple[dict[str, Any], str]:
-    text = text.lstrip("\ufeff")
-    lines = text.splitlines(keepends=True)
-    if not lines or lines[0].strip() != "---":
-        raise ProfileError(path, "missing YAML frontmatter: the file must start with a '---' line")
-    for i in range(1, len(lines)):
-        if lines[i].strip() in ("---", "..."):
-            header, body = "".join(lines[1:i]), "".join(lines[i + 1 :])
-            break
-    else:
-        raise ProfileError(path, "unterminated YAML frontmatter: no closing '---' line")
-    try:
-        data = yaml.safe_load(header) if header.strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 2})" if mark is not None else ""  # +1 for '---', +1 base
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError(path, f"invalid YAML frontmatter{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise ProfileError(path, "the frontmatter must be a mapping of field: value")
-    return data, body.strip() + "\n" if body.strip() else ""
+    return split_frontmatter(text, path, error=ProfileError)
 
 
 def parse_profile(text: str, name: str, source: Path | str = "<string>") -> AgentProfile:
     """Build a profile from file contents; ``source`` is only used in messages and ``.source``."""
     path = Path(source)
     data, body = _split_frontmatter(text, path)
-    for reserved in ("name", "system_prompt", "source"):
+    for reserved in ("name", "system_prompt", "source", "source_format", "source_model"):
         if reserved in data:
             raise ProfileError(
                 path,
@@ -184,7 +211,13 @@ def parse_profile(text: str, name: str, source: Path | str = "<string>") -> Agen
         raise ProfileError(path, msg, field) from None
 
 
-_FRONTMATTER_FIELDS = frozenset(AgentProfile.model_fields) - {"name", "system_prompt", "source"}
+_FRONTMATTER_FIELDS = frozenset(AgentProfile.model_fields) - {
+    "name",
+    "system_prompt",
+    "source",
+    "source_format",
+    "source_model",
+}
 
 
 def load_profile(path: Path | str) -> AgentProfile:
@@ -215,11 +248,11 @@ def shipped_agents_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
-def _load_dir(directory: Path | None, into: dict[str, AgentProfile]) -> None:
+def _stagecrew_dir(directory: Path | None) -> list[AgentProfile]:
     # Only a directory that is not there means "no profiles here"; one the user cannot list
     # is an error (skipping it would silently drop the project's agents and their rules).
     if directory is None:
-        return
+        return []
     try:
         with os.scandir(directory) as entries:
             paths = sorted(
@@ -228,21 +261,106 @@ def _load_dir(directory: Path | None, into: dict[str, AgentProfile]) -> None:
                 if entry.name.endswith(".md") and entry.is_file()
             )
     except (FileNotFoundError, NotADirectoryError):
-        return
+        return []
     except OSError as exc:
         problem = describe_os_error(directory, exc, want="rx", own=directory.parent)
         raise ProfileError(directory, f"cannot list agent profiles: {problem}") from None
-    for path in paths:
-        into[path.stem] = load_profile(path)
+    return [load_profile(path) for path in paths]
+
+
+def _claude_dir(
+    directory: Path, scope: Literal["project", "user"], notices: list[str]
+) -> list[AgentProfile]:
+    found = load_claude_agents(directory, scope)
+    notices.extend(found.notices)
+    out: list[AgentProfile] = []
+    seen: dict[str, Path] = {}
+    for agent in found.agents:
+        if agent.name in seen:  # Claude Code names agents by ``name``, not by file
+            notices.append(
+                f"{agent.source}: agent '{agent.name}' is also defined in {seen[agent.name]}; "
+                "this file is used"
+            )
+        seen[agent.name] = agent.source
+        try:
+            out.append(AgentProfile(**agent.profile_fields()))
+        except ValidationError as exc:  # the translation checks each field; this guards drift
+            err = exc.errors()[0]
+            notices.append(f"{agent.source}: {err['msg']}; agent skipped")
+    return out
+
+
+@dataclass
+class ProfileCatalog:
+    """Every profile by name, and what a person may want to know about how they were found."""
+
+    profiles: dict[str, AgentProfile] = field(default_factory=dict)
+    # One line per Claude Code file stagecrew could not use fully, naming the file.
+    notices: list[str] = field(default_factory=list)
+    # ``(name, the file that won, the file it replaced)``, for ``crew import claude``.
+    overridden: list[tuple[str, Path | None, Path | None]] = field(default_factory=list)
+
+    def add(self, profiles: list[AgentProfile]) -> None:
+        for profile in profiles:
+            replaced = self.profiles.get(profile.name)
+            if replaced is not None:
+                self.overridden.append((profile.name, profile.source, replaced.source))
+            self.profiles[profile.name] = profile
+
+
+def profile_dirs(
+    project_root: Path, user_config_dir: Path | None = None, *, home: Path | None = None
+) -> list[Path]:
+    """Every directory profiles are read from, lowest precedence first (for callers that cache
+    profiles and must notice when one of them changes)."""
+    claude = claude_agent_dirs(project_root, home)
+    shipped = shipped_agents_dir()
+    dirs = [shipped] if shipped is not None else []
+    if "user" in claude:
+        dirs.append(claude["user"])
+    if user_config_dir is not None:
+        dirs.append(Path(user_config_dir) / "agents")
+    dirs += [claude["project"], agents_dir(project_root)]
+    return dirs
+
+
+def discover_profile_catalog(
+    project_root: Path, user_config_dir: Path | None = None, *, home: Path | None = None
+) -> ProfileCatalog:
+    """All profiles by name, in the precedence of the module docstring, with the notices about
+    Claude Code's files. ``ProfileError`` for a stagecrew profile that cannot be used.
+    ``home`` holds the person's ``.claude/`` (default ``~``; tests point it elsewhere)."""
+    catalog = ProfileCatalog()
+    claude = claude_agent_dirs(project_root, home)
+    catalog.add(_stagecrew_dir(shipped_agents_dir()))
+    if "user" in claude:
+        catalog.add(_claude_dir(claude["user"], "user", catalog.notices))
+    if user_config_dir is not None:
+        catalog.add(_stagecrew_dir(Path(user_config_dir) / "agents"))
+    catalog.add(_claude_dir(claude["project"], "project", catalog.notices))
+    catalog.add(_stagecrew_dir(agents_dir(project_root)))
+    return catalog
 
 
 def discover_profiles(
-    project_root: Path, user_config_dir: Path | None = None
+    project_root: Path, user_config_dir: Path | None = None, *, home: Path | None = None
 ) -> dict[str, AgentProfile]:
-    """All profiles by name: shipped < ``user_config_dir/agents`` < ``.stagecrew/agents``."""
-    profiles: dict[str, AgentProfile] = {}
-    _load_dir(shipped_agents_dir(), profiles)
-    if user_config_dir is not None:
-        _load_dir(Path(user_config_dir) / "agents", profiles)
-    _load_dir(agents_dir(project_root), profiles)
-    return profiles
+    """All profiles by name: shipped < ``~/.claude/agents`` < ``user_config_dir/agents`` <
+    ``.claude/agents`` < ``.stagecrew/agents`` (``discover_profile_catalog`` for the notices)."""
+    return discover_profile_catalog(project_root, user_config_dir, home=home).profiles
+
+
+def profile_descriptions(
+    project_root: Path, user_config_dir: Path | None = None, *, home: Path | None = None
+) -> dict[str, str]:
+    """``{name: description}`` of every profile, for the ``task`` tool's description. Never
+    raises: a broken profile is reported when someone uses it, and an agent must still start
+    (with the shipped profiles listed) while the person fixes it."""
+    try:
+        profiles = discover_profiles(project_root, user_config_dir, home=home)
+    except ProfileError:
+        try:
+            profiles = {p.name: p for p in _stagecrew_dir(shipped_agents_dir())}
+        except ProfileError:
+            return {}
+    return {name: profile.description for name, profile in sorted(profiles.items())}

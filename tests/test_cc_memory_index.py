@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from stagecrew.actors.context import ContextManager, claude_memory_wanted
+from stagecrew.actors.builder import prepare_session
+from stagecrew.actors.context import ContextManager
 from stagecrew.actors.inprocess import run_agent_inprocess
 from stagecrew.actors.spec import AgentSpec
+from stagecrew.config import ConfigError, load_config
 from stagecrew.memory.index import (
     CLAUDE_KIND,
     MemoryIndex,
@@ -138,12 +140,21 @@ def test_off_by_default_and_on_from_the_project_config(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STAGECREW_CONFIG_DIR", str(tmp_path / "cfg"))
-    spec = make_spec("http://127.0.0.1:9", repo)
-    assert claude_memory_wanted(spec) is False
+
+    def wanted() -> bool:
+        flags = {
+            "models.primary.model": "openai/m",
+            "models.primary.api_base": "http://127.0.0.1:9",
+        }
+        config = load_config(repo, flags=flags)
+        return prepare_session(config, "hi", repo).spec.cc_index
+
+    assert wanted() is False
     write(repo / ".stagecrew" / "config.json", json.dumps({"memory": {"cc_index": True}}))
-    assert claude_memory_wanted(spec) is True
+    assert wanted() is True
     write(repo / ".stagecrew" / "config.json", json.dumps({"memory": {"cc_index": "maybe"}}))
-    assert claude_memory_wanted(spec) is False  # an invalid config is not a yes
+    with pytest.raises(ConfigError, match="cc_index"):  # an invalid config is an error
+        wanted()
 
 
 def make_spec(url: str, workspace: Path) -> AgentSpec:
@@ -171,7 +182,8 @@ async def test_the_memory_tool_finds_claude_memory_with_its_scope(
     search = {"name": "memory", "arguments": {"action": "search", "query": "PGPORT"}}
     llm = scripted_llm({"main": [{"tool_calls": [search]}, {"text": "export PGPORT=55432"}]})
 
-    result, _ = await run_agent_inprocess(make_spec(llm.base_url, repo))
+    spec = make_spec(llm.base_url, repo).model_copy(update={"cc_index": True})
+    result, _ = await run_agent_inprocess(spec)
 
     assert result.stop_reason == StopReason.DONE, result.error
     tool = llm.requests[1].body["messages"][-1]

@@ -64,7 +64,7 @@ def test_shipped_build_profile() -> None:
 def test_shipped_plan_profile(tmp_path: Path) -> None:
     plan = load_profile(shipped_agents_dir() / "plan.md")  # type: ignore[operator]
     assert plan.read_only is True
-    assert plan.tools == ["read", "ls", "glob", "grep", "webfetch", "todo", "bash"]
+    assert plan.tools == ["read", "ls", "glob", "grep", "webfetch", "todo", "bash", "skill"]
     assert not plan.allows_tool("write") and not plan.allows_tool("edit")
     assert ".stagecrew/plans/" in plan.system_prompt
     assert len((shipped_agents_dir() / "plan.md").read_text().splitlines()) < 60  # type: ignore[operator]

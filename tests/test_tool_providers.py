@@ -42,7 +42,7 @@ async def test_toolset_merges_providers_and_filters_by_profile(tmp_path: Path) -
         [ProviderSpec(kind="echo"), ProviderSpec(kind="nope", name="ghost")], env
     )
     assert problems == [
-        "tool provider 'ghost': unknown kind 'nope' (known: echo, mcp)",
+        "tool provider 'ghost': unknown kind 'nope' (known: echo, mcp, skills)",
     ]
     every = ToolSet([BuiltinTools(default_tools()), *providers])
     assert {"read", "bash", "echo__say", "echo__write_note"} <= set(every)

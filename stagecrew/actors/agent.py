@@ -83,14 +83,13 @@ class Agent:
         delta_interval_s: float = 0.05,
     ) -> None:
         from stagecrew.tools.permissions import DEFAULT_RULES, PermissionChecker
-        from stagecrew.tools.registry import default_tools
 
         self.spec = spec
         self.model = model
         self.events = events
         # The built-in tools first, then the session's providers (MCP servers, ...); the
         # profile's ``tools`` list picks from all of them.
-        builtin = BuiltinTools(tools if tools is not None else default_tools())
+        builtin = BuiltinTools(tools if tools is not None else _default_tools(spec))
         self.tools = ToolSet([builtin, *(providers or [])], spec.tools)
         # Tools that exist but this profile leaves out (plan mode's write tools): asking for
         # one is a well-formed call to refuse, not a format failure.
@@ -522,6 +521,7 @@ class Agent:
         elif not withheld:
             self.format_failures = 0
             if not result.is_error:  # instruction files of directories first reached by this call
+                self._pre_approve(result.metadata.get("allow_rules") or [])
                 extra = self.context.nested_instructions(call.name, repaired.arguments or {})
                 if extra:
                     result = result.model_copy(update={"content": result.content + extra})
@@ -539,6 +539,12 @@ class Agent:
         if call.name == "tasks" and not result.is_error and "id" in result.metadata:
             self._emit_task_tree()
         return result
+
+    def _pre_approve(self, texts: list[str]) -> None:
+        """A skill the model loaded pre-approves its ``allowed-tools`` for the rest of the
+        run, as a session answer would: it lifts an ``ask``, never a ``deny``."""
+        for rule in _allow_rules(texts):
+            self.permissions.remember(rule.tool, rule.pattern)
 
     def _on_format_failures(self) -> None:
         fallback = self.spec.fallback_model
@@ -635,3 +641,30 @@ def _close_dangling_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]
                 out[j:j] = fill
             break
     return out
+
+
+def _allow_rules(texts: list[str]) -> list[Any]:
+    """The ``allow`` rules among ``texts`` (a loaded skill's ``allowed-tools``)."""
+    from stagecrew.tools.permissions import RuleError, parse_rule
+
+    rules = []
+    for text in texts:
+        try:
+            rule = parse_rule(str(text))
+        except RuleError:
+            continue
+        if rule.action == "allow" and not rule.claude:
+            rules.append(rule)
+    return rules
+
+
+def _default_tools(spec: AgentSpec) -> dict[str, Tool]:
+    """Every built-in tool, ``task`` listing the profiles this agent may delegate to."""
+    from stagecrew.profiles import profile_descriptions
+    from stagecrew.tools.registry import default_tools
+    from stagecrew.tools.task import Task
+
+    tools = default_tools()
+    user_dir = Path(spec.user_config_dir) if spec.user_config_dir else None
+    tools["task"] = Task(profile_descriptions(Path(spec.workspace), user_dir))
+    return tools

@@ -257,7 +257,7 @@ class ContextManager:
             primary=primary,
             checkpoint=checkpoint,
             events=events,
-            cc_index=primary and claude_memory_wanted(spec),
+            cc_index=primary and spec.cc_index,
         )
 
     # -- sizes -------------------------------------------------------------------------------
@@ -753,17 +753,3 @@ def agent_memory_paths(spec: AgentSpec) -> MemoryPaths:
     workspace = Path(os.path.realpath(spec.workspace))
     session_dir = Path(spec.session_dir) if spec.session_dir else None
     return MemoryPaths.for_session_dir(workspace, session_dir, config_dir)
-
-
-def claude_memory_wanted(spec: AgentSpec) -> bool:
-    """``memory.cc_index`` as the session's configuration sets it (default off).
-
-    The spec does not carry the setting, so it is read from the workspace's and the person's
-    config files where the agent runs; a configuration that no longer loads means off.
-    """
-    from stagecrew.config import ConfigError, load_config
-
-    try:
-        return load_config(Path(spec.workspace)).memory.cc_index
-    except (ConfigError, OSError, ValueError):
-        return False

@@ -100,6 +100,8 @@ class AgentSpec(BaseModel):
     # Model key variables tool processes may still see (config ``tools.env_passthrough``);
     # every other one is removed from their environment.
     tool_env_passthrough: list[str] = []
+    # Mirror Claude Code's project memory into the index (config ``memory.cc_index``).
+    cc_index: bool = False
 
 
 class AgentResult(BaseModel):

@@ -8,9 +8,9 @@ take effect without losing the conversation.
 The module is split in two on purpose:
 
 * pure state — :class:`ChatState` (profile cycling, turn tracking, the Ctrl-C rules, pending
-  permission asks, usage totals), :func:`parse_command`, :func:`complete_command` and
-  :func:`parse_permission_answer` — which needs no terminal, no supervisor and no threads, so
-  it can be driven directly by unit tests;
+  permission asks, usage totals), :func:`parse_command`, :func:`complete_command`,
+  :func:`help_rows` and :func:`parse_permission_answer` — which needs no terminal, no
+  supervisor and no threads, so it can be driven directly by unit tests;
 * I/O — :class:`Chat`, which owns the prompt_toolkit input line, a background thread that
   follows the session's envelopes, and the control client.
 
@@ -29,7 +29,7 @@ import contextlib
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,6 +47,8 @@ from stagecrew.messages import (
 )
 
 if TYPE_CHECKING:
+    from stagecrew.actors.builder import CustomSetup
+    from stagecrew.commands import CustomCommand
     from stagecrew.orchestrator.control_api import SupervisorClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -99,26 +101,35 @@ class CommandError(ValueError):
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed slash command: ``name`` with its slash (``/agent``), ``arg`` stripped."""
+    """A parsed slash command: ``name`` with its slash (``/agent``), ``arg`` stripped.
+    ``custom``: a custom command (or a skill), sent to the agent expanded."""
 
     name: str
     arg: str = ""
+    custom: bool = False
 
 
-def parse_command(line: str) -> Command | None:
+def parse_command(line: str, custom: Collection[str] = ()) -> Command | None:
     """The slash command in ``line``, or None when the line is a message for the agent.
 
-    A line starting with ``//`` is a message whose text starts with one ``/`` (so a path like
-    ``/etc/hosts`` can still open a message); any other unknown ``/word`` is an error rather
-    than a message, because a mistyped command sent to the model costs a whole turn.
+    ``custom`` names the custom commands (with their slash); one of them wins over a built-in
+    of the same name. A line starting with ``//`` is a message whose text starts with one
+    ``/`` (so a path like ``/etc/hosts`` can still open a message), and so is an MCP prompt
+    (``/mcp__server__prompt``, expanded by the agent's host); any other unknown ``/word`` is an
+    error rather than a message, because a mistyped command sent to the model costs a turn.
     """
     text = line.strip()
     if not text.startswith("/") or text.startswith("//"):
         return None
     name, _, arg = text.partition(" ")
+    if name in custom:
+        return Command(name, arg.strip(), custom=True)
+    if name.startswith("/mcp__"):
+        return None
     name = name.lower()
     if name not in COMMANDS:
-        close = [c for c in COMMANDS if c.startswith(name)]
+        names = [*COMMANDS, *sorted(set(custom) - set(COMMANDS))]
+        close = [c for c in names if c.lower().startswith(name)]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise CommandError(f"unknown command {name}{hint}; /help lists them")
     return Command(name, arg.strip())
@@ -130,24 +141,56 @@ def message_text(line: str) -> str:
     return text[1:] if text.startswith("//") else text
 
 
+def custom_meta(command: CustomCommand) -> str:
+    """A custom command in one short line: its argument hint and description, and that it
+    replaces a built-in when it does (so the override is never a surprise)."""
+    text = " ".join(p for p in (command.argument_hint, command.description) if p)
+    if command.slash in COMMANDS:
+        text += f" (overrides the built-in {command.slash})"
+    return text
+
+
 def complete_command(
-    text: str, profiles: Iterable[str] = (), models: Iterable[str] = ()
+    text: str,
+    profiles: Iterable[str] = (),
+    models: Iterable[str] = (),
+    custom: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """Completions for the text before the cursor: ``(replacement, description)`` pairs.
 
-    Command names after a lone ``/``; profile names after ``/agent ``; model strings after
-    ``/model ``. Each replacement replaces the word being typed (the text after the last
-    space, or the whole line for a command name).
+    Command names after a lone ``/`` (``custom`` maps custom command names, with their slash,
+    to their description; it wins over a built-in of the same name); profile names after
+    ``/agent ``; model strings after ``/model ``. Each replacement replaces the word being
+    typed (the text after the last space, or the whole line for a command name).
     """
     if not text.startswith("/"):
         return []
+    custom = custom or {}
     if " " not in text:
-        return [(name, help_) for name, help_ in COMMANDS.items() if name.startswith(text.lower())]
+        merged = {**COMMANDS, **custom}
+        names = [*COMMANDS, *sorted(set(custom) - set(COMMANDS))]
+        typed = text.lower()
+        return [(n, merged[n]) for n in names if n.lower().startswith(typed)]
     name, _, arg = text.partition(" ")
-    if " " in arg:
+    if " " in arg or name in custom:
         return []
     options = {"/agent": profiles, "/model": models}.get(name.lower(), ())
     return [(o, "") for o in dict.fromkeys(options) if o.startswith(arg) and o != arg]
+
+
+def help_rows(custom: Iterable[CustomCommand] = ()) -> list[tuple[str, str]]:
+    """What ``/help`` lists: the built-in commands (those a custom command replaces say so),
+    then the custom commands with their argument hint, description and where they are from."""
+    custom = list(custom)
+    replaced = {c.slash for c in custom}
+    rows = []
+    for name, text in COMMANDS.items():
+        note = " — replaced by a custom command, see below" if name in replaced else ""
+        rows.append((name, text + note))
+    for command in sorted(custom, key=lambda c: c.name):
+        shown = f"{command.slash} {command.argument_hint}".rstrip()
+        rows.append((shown, f"{custom_meta(command)} · {command.label}".lstrip(" ·")))
+    return rows
 
 
 def parse_permission_answer(text: str) -> str | None:
@@ -382,6 +425,7 @@ class Chat:
     """The interactive loop: an input line, a follower thread, and the control client."""
 
     def __init__(self, workspace: Path, flags: dict[str, Any]) -> None:
+        from stagecrew.actors.builder import custom_setup
         from stagecrew.config import ConfigError, load_config, user_config_dir
         from stagecrew.profiles import ProfileError, discover_profiles
 
@@ -410,13 +454,17 @@ class Chat:
         self._left: set[str] = set()  # sessions left by /clear, whose last events are noise
         self._carry = ""
         self._closing = False
+        # Custom commands and skills, read again before each line (files may change).
+        self.setup: CustomSetup = custom_setup(workspace)
+        self._notices_shown = False
         self._refresh_model()  # also finds a missing key before anything starts
 
     # -- specs -------------------------------------------------------------------------------
 
-    def _prepare(self, prompt: str, session_id: str | None = None) -> Any:
+    def _prepare(self, prompt: str, session_id: str | None = None, expand: bool = False) -> Any:
         """An AgentSpec and credentials for the current profile and model (raises
-        SessionSetupError with a one-line reason: unknown profile, missing key)."""
+        SessionSetupError with a one-line reason: unknown profile, missing key). ``expand``:
+        ``prompt`` is a custom command line, expanded by the builder."""
         from stagecrew.actors.builder import SessionSetupError, prepare_session
         from stagecrew.config import ConfigError, load_config
 
@@ -428,8 +476,24 @@ class Chat:
             except ConfigError as exc:
                 raise SessionSetupError(str(exc)) from exc
         return prepare_session(
-            config, prompt, self.workspace, agent=self.state.agent, session_id=session_id
+            config,
+            prompt,
+            self.workspace,
+            agent=self.state.agent,
+            session_id=session_id,
+            expand_commands=expand,
+            confirm=self._confirm if expand else None,
         )
+
+    def _confirm(self, question: str) -> bool:
+        """A custom command's ``!`cmd``` under an ``ask`` rule, put to the person (the input
+        line is not drawn while a submitted line is handled, so a plain prompt can ask)."""
+        from prompt_toolkit import prompt
+
+        try:
+            return prompt(f"{question} [y/n] ").strip().lower()[:1] == "y"
+        except (EOFError, KeyboardInterrupt):
+            return False
 
     def _refresh_model(self) -> None:
         """Show the model the *next* turn will use (a profile may pin its own)."""
@@ -551,6 +615,10 @@ class Chat:
             f"[dim]session {sid} · {_esc(model)} · agent {self.state.agent}[/dim]\n"
             "[dim]/help for commands · Tab switches build ⇄ plan · Ctrl-D quits[/dim]"
         )
+        if not self._notices_shown:  # once per chat, not again after /clear
+            self._notices_shown = True
+            for line in self.setup.notices:
+                self._print_now(f"[yellow]warning: {_esc(line)}[/yellow]")
         follower = threading.Thread(
             target=self._follow, args=(sid,), name=f"follow-{sid}", daemon=True
         )
@@ -612,8 +680,9 @@ class Chat:
 
     # -- actions -----------------------------------------------------------------------------
 
-    def send(self, text: str) -> None:
-        """Start the next turn with a spec for the current profile and model."""
+    def send(self, text: str, *, expand: bool = False) -> None:
+        """Start the next turn with a spec for the current profile and model. ``expand``:
+        ``text`` is a custom command line; the agent gets its expansion."""
         from stagecrew.actors.builder import SessionSetupError
 
         if self.state.busy:
@@ -624,7 +693,7 @@ class Chat:
             self._carry = text
             return
         try:
-            prepared = self._prepare(text, session_id=self.state.session)
+            prepared = self._prepare(text, session_id=self.state.session, expand=expand)
         except SessionSetupError as exc:
             self.say(f"[red]{_esc(str(exc))}[/red]")
             self._carry = text
@@ -638,7 +707,8 @@ class Chat:
             self._carry = text
             return
         sid = self.state.session
-        actor_id = self._call("not sent", lambda c: c.user_input(sid, text, prepared.spec))
+        said = prepared.spec.prompt if prepared.command is not None else text
+        actor_id = self._call("not sent", lambda c: c.user_input(sid, said, prepared.spec))
         if actor_id is None:
             self._carry = text
             return
@@ -696,6 +766,9 @@ class Chat:
         """Run a slash command; False means leave the chat."""
         from stagecrew.actors.builder import SessionSetupError
 
+        if cmd.custom:
+            self.run_custom(cmd)
+            return True
         if cmd.name == "/exit":
             return False
         if cmd.name == "/help":
@@ -744,12 +817,23 @@ class Chat:
             self.clear()
         return True
 
+    def run_custom(self, cmd: Command) -> None:
+        """Send a custom command (or a skill) to the agent, expanded; say where it is from,
+        and that it replaces the built-in of that name when it does."""
+        command = self.setup.commands.get(cmd.name)
+        if command is None:
+            return
+        override = f" (overrides the built-in {cmd.name})" if cmd.name in COMMANDS else ""
+        source = _esc(str(command.source))
+        self.say(f"[dim]{_esc(cmd.name)}: {command.label} from {source}{override}[/dim]")
+        self.send(f"{cmd.name} {cmd.arg}".strip(), expand=True)
+
     def show_help(self) -> None:
         from rich.table import Table
 
         table = Table(show_header=False, box=None, padding=(0, 2))
-        for name, text in COMMANDS.items():
-            table.add_row(f"[bold]{name}[/bold]", _esc(text))
+        for name, text in help_rows(self.setup.commands.sorted()):
+            table.add_row(f"[bold]{_esc(name)}[/bold]", _esc(text))
         for key, text in KEYS:
             table.add_row(f"[cyan]{key}[/cyan]", _esc(text))
         self.say(table)
@@ -773,7 +857,8 @@ class Chat:
             def get_completions(self, document: Any, complete_event: Any) -> Iterator[Any]:
                 text = document.text_before_cursor
                 models = [m for m in (chat.state.model, chat.config.models.primary.model) if m]
-                options = complete_command(text, chat.state.profiles, models)
+                custom = {c.slash: custom_meta(c) for c in chat.setup.commands.sorted()}
+                options = complete_command(text, chat.state.profiles, models, custom)
                 word = text if " " not in text else text.rpartition(" ")[2]
                 for replacement, meta in options:
                     yield Completion(replacement, start_position=-len(word), display_meta=meta)
@@ -885,10 +970,15 @@ class Chat:
             return True
         if not line.strip():
             return True
+        from stagecrew.actors.builder import custom_setup
+
+        self.setup = custom_setup(self.workspace)
         try:
-            cmd = parse_command(line)
+            cmd = parse_command(line, {c.slash for c in self.setup.commands.sorted()})
         except CommandError as exc:
-            self.say(f"[red]{_esc(str(exc))}[/red]")
+            # A /name whose file is broken: what is wrong with the file, not "unknown".
+            broken = self.setup.problem_for(line.strip().partition(" ")[0])
+            self.say(f"[red]{_esc(broken or str(exc))}[/red]")
             return True
         if cmd is not None:
             return self.command(cmd)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def run_session(
         if config.ask_policy == "ask" and not sys.stdin.isatty():
             # Nobody can answer a prompt: `ask` rules are refused unless a flag says otherwise.
             config = config.model_copy(update={"ask_policy": "deny"})
-        prepared = prepare_session(config, prompt, workspace)
+        prepared = prepare_session(config, prompt, workspace, confirm=_confirm_on_terminal())
+        _say_setup(prepared)
         spec = prepared.spec
         credentials = dict(prepared.credentials)
         roles: list[ModelRole] = []
@@ -117,6 +119,30 @@ def run_session(
         interactive_permissions=sys.stdin.isatty(),
         address=config.runtime.address,
     )
+
+
+def _confirm_on_terminal() -> Callable[[str], bool] | None:
+    """How a custom command's ``!`cmd``` under an ``ask`` rule is put to the person: a y/n
+    question on the terminal, or None (the ask policy decides) when nobody is there."""
+    if not sys.stdin.isatty():
+        return None
+
+    def confirm(question: str) -> bool:
+        sys.stderr.write(f"crew: {question} [y/n] ")
+        sys.stderr.flush()
+        return (sys.stdin.readline() or "n").strip().lower()[:1] == "y"
+
+    return confirm
+
+
+def _say_setup(prepared: Any) -> None:
+    """The lines the session builder has for the person: files of their setup it could not
+    use, and which custom command the prompt ran."""
+    for line in prepared.notices:
+        _say(f"warning: {line}")
+    if prepared.command is not None:
+        command = prepared.command.command
+        _say(f"{command.slash}: {command.label} from {command.source}")
 
 
 def _with_goal(spec: Any, condition: str, config: Any) -> Any:
@@ -395,7 +421,15 @@ def resume_session(
         if config.ask_policy == "ask" and not sys.stdin.isatty():
             config = config.model_copy(update={"ask_policy": "deny"})
         profile = flags.get("agent") or history.profile
-        prepared = prepare_session(config, prompt or "", workspace, agent=profile, session_id=sid)
+        prepared = prepare_session(
+            config,
+            prompt or "",
+            workspace,
+            agent=profile,
+            session_id=sid,
+            confirm=_confirm_on_terminal(),
+        )
+        _say_setup(prepared)
     except (ConfigError, SessionSetupError) as exc:
         _say(str(exc))
         return EXIT_USAGE
@@ -414,7 +448,8 @@ def resume_session(
             _say(f"session {sid} is still running (crew attach {sid}, or crew cancel {sid})")
             return EXIT_USAGE
         spec = prepared.spec.model_copy(update={"session_dir": str(session_dir(workspace, sid))})
-        spec, report = resumed_spec(spec, history, prompt)
+        # A `/name args` prompt continues the session with the command's expansion.
+        spec, report = resumed_spec(spec, history, prompt and spec.prompt)
         _say(
             f"resuming session {sid}: {len(history.messages)} messages from its log, "
             f"context rebuilt from memory ({report.before:,} → {report.after:,} tokens)"

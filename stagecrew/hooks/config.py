@@ -35,7 +35,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from stagecrew.config import ConfigError, read_json_file
+from stagecrew.claude.settings import read_settings
+from stagecrew.config import ConfigError
 from stagecrew.hooks.events import CLAUDE_ONLY_EVENTS, EVENTS
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -294,12 +295,6 @@ def merge(configs: Sequence[HookConfig]) -> HookConfig:
     )
 
 
-def _read_settings(path: Path) -> dict[str, Any] | None:
-    """A Claude Code settings file as a dict; None when there is no such file (an unreadable
-    one is an error: skipping it would quietly run without a guard someone relies on)."""
-    return read_json_file(path, "settings file")
-
-
 def hook_sources(
     project_root: Path,
     *,
@@ -319,7 +314,7 @@ def hook_sources(
         if real in seen:
             return
         seen.add(real)
-        data = _read_settings(path)
+        data = read_settings(path)
         if data and "hooks" in data:
             parse_hooks(data["hooks"], str(path))
             out.append((str(path), data["hooks"]))

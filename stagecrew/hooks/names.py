@@ -37,14 +37,22 @@ CLAUDE_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     "grep": ("Grep",),
     "ls": ("LS",),
     "webfetch": ("WebFetch",),
-    "task": ("Task",),
+    "task": ("Task", "Agent"),
     "todo": ("TodoWrite",),
     "bash_output": ("BashOutput",),
     "kill_shell": ("KillShell", "KillBash"),
+    "skill": ("Skill",),
 }
 
-# Tools whose payload name stays stagecrew's even though matchers may use Claude names.
-_NO_FAITHFUL_NAME: Final = frozenset({"apply_patch"})
+# Tools whose payload name stays stagecrew's even though matchers may use Claude names
+# (their inputs are not Claude Code's).
+_NO_FAITHFUL_NAME: Final = frozenset({"apply_patch", "skill"})
+
+# Claude Code tools stagecrew has no counterpart for: a rule or a ``tools`` list naming one is
+# valid Claude Code, it just has nothing to apply to here (said once, not an error).
+CLAUDE_ONLY_TOOLS: Final = frozenset(
+    {"WebSearch", "NotebookEdit", "NotebookRead", "ExitPlanMode", "SlashCommand"}
+)
 
 # Fields holding a file or directory path, per stagecrew tool.
 _PATH_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -68,6 +76,17 @@ _GREP_FLAGS: Final[Mapping[str, str]] = {
 def matcher_names(tool: str) -> tuple[str, ...]:
     """Every name a matcher may use for the stagecrew tool ``tool`` (its own name first)."""
     return (tool, *CLAUDE_NAMES.get(tool, ()))
+
+
+def stagecrew_tools(claude_name: str) -> tuple[str, ...]:
+    """The stagecrew tools a Claude Code tool name stands for, in ``CLAUDE_NAMES`` order
+    (``Edit`` is ``edit`` and ``apply_patch``); empty for a name stagecrew does not know.
+
+    ``mcp__server`` and ``mcp__server__tool`` are the same names in both (MCP tools keep
+    Claude Code's naming), so they come back as they are."""
+    if claude_name.startswith("mcp__"):
+        return (claude_name,)
+    return tuple(tool for tool, names in CLAUDE_NAMES.items() if claude_name in names)
 
 
 def payload_tool_name(tool: str) -> str:

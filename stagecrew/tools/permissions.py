@@ -32,6 +32,29 @@ at the workspace root (or is absolute when it starts with ``/``); ``**`` spans d
 and ``?`` do not cross ``/``; ``dir/**`` also matches ``dir`` itself. A path reaching a file
 through a symlink is checked under both names.
 
+Claude Code's rules are accepted as they are, marked by the settings file they came from::
+
+    deny Read(./.env) from .claude/settings.json
+    allow Bash(npm run test:*) from ~/.claude/settings.json
+
+(``stagecrew.claude.permissions`` writes them so from ``permissions.allow/ask/deny``). They keep
+Claude Code's meaning. ``Bash(npm run test:*)`` is the legacy prefix form: ``npm run test``
+itself or followed by a space and anything, never ``npm run testx`` nor ``npm run test:unit``
+(Claude Code checks a word boundary). ``Bash(git diff *)`` is a wildcard: ``*`` is any text,
+a backslash before it a literal star, and a lone trailing `` *`` is optional. Anything else is
+the exact command. Path specifiers follow gitignore: ``./x`` or ``x`` is relative to the
+workspace (a name without ``/`` matches at any depth), ``/x`` is anchored at the directory
+holding the settings file's ``.claude/`` (the workspace, or the home directory for ``~/...``
+sources), ``//x`` is absolute, ``~/x`` is in the home directory, and a pattern matching a
+directory covers what is inside it. ``Read`` rules apply to every reading tool (read, grep,
+glob, ls), and a ``Read`` deny to every writing one too (edit, write, apply_patch): what must
+not be read must not be replaced either. ``Edit`` rules apply to every writing tool.
+``WebFetch(domain:example.com)`` names a host; ``mcp__server`` covers all of a server's tools.
+Among Claude Code's rules the order is Claude Code's: a matching deny decides, then ask, then
+allow, wherever each sits. A run of them counts as one rule in stagecrew's last-match order
+(so stagecrew's own later layers refine them), except that their deny is final, as in Claude
+Code: no later rule lifts it.
+
 When no rule matches, the answer is ``ask``. ``ask_policy`` says what ``ask`` becomes when
 nobody is at the terminal. Session memory turns a matching ``ask`` into ``allow`` but never
 lifts a ``deny``: ``remember(tool, pattern)`` takes a rule-style glob, ``remember_call(tool,
@@ -44,7 +67,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
@@ -63,6 +86,8 @@ __all__ = [
     "Rule",
     "RuleError",
     "bash_pattern_matches",
+    "claude_bash_matches",
+    "claude_rule_tools",
     "combine_layers",
     "parse_rule",
     "parse_rules",
@@ -117,12 +142,23 @@ class Rule:
     # Session answers about one exact call: compared for equality, never as a glob, so
     # remembering ``rm -rf *`` does not allow ``rm -rf /``.
     literal: bool = False
+    # Set for a rule in Claude Code's syntax: the settings file it came from, as people name
+    # it (``.claude/settings.json``). ``tool`` and ``pattern`` are then Claude Code's, as written.
+    source: str | None = None
 
     def __str__(self) -> str:
         target = self.tool if self.pattern is None else f"{self.tool}({self.pattern})"
-        return f"{self.action} {target}"
+        origin = f" from {self.source}" if self.source is not None else ""
+        return f"{self.action} {target}{origin}"
+
+    @property
+    def claude(self) -> bool:
+        """Whether the rule is in Claude Code's syntax (and so has its meaning)."""
+        return self.source is not None
 
     def matches_tool(self, tool: str) -> bool:
+        if self.claude:
+            return _claude_covers(self.tool, self.action, tool)
         return self.tool == tool or fnmatchcase(tool, self.tool)
 
 
@@ -131,11 +167,15 @@ _TOOL_RE = re.compile(r"^[a-z0-9_*?\-\[\]]+$")
 
 
 def parse_rule(text: str | Rule, layer: str | None = None) -> Rule:
-    """Parse ``"deny bash(git push *)"``; ``RuleError`` says what is wrong with which rule."""
+    """Parse ``"deny bash(git push *)"`` or Claude Code's ``"deny Read(./.env) from
+    .claude/settings.json"``; ``RuleError`` says what is wrong with which rule."""
     if isinstance(text, Rule):
         return text if layer is None or text.layer is not None else _with_layer(text, layer)
     if not isinstance(text, str):
         raise RuleError(f"permission rule must be a string, got {type(text).__name__}: {text!r}")
+    claude = _CLAUDE_RULE_RE.match(text)
+    if claude is not None:
+        return _parse_claude_rule(text, claude, layer)
     m = _RULE_RE.match(text)
     if not m:
         raise RuleError(
@@ -160,7 +200,75 @@ def parse_rule(text: str | Rule, layer: str | None = None) -> Rule:
 
 
 def _with_layer(rule: Rule, layer: str) -> Rule:
-    return Rule(rule.action, rule.tool, rule.pattern, layer)
+    return replace(rule, layer=layer)
+
+
+# -- Claude Code's rules ---------------------------------------------------------------------
+
+# ``ACTION Tool[(specifier)] from SOURCE``: the source has no parentheses, so the specifier
+# runs to the last ")" before it and may itself hold " from " or parentheses.
+_CLAUDE_RULE_RE = re.compile(
+    r"^\s*(\w+)\s+([A-Za-z][\w*-]*)(?:\((.*)\))?\s+from\s+([^()\s][^()]*?)\s*$", re.DOTALL
+)
+_MCP_NAME_RE = re.compile(r"^mcp__[\w-]+(?:__[\w*-]+)?$")
+# Which stagecrew tools a rule of Claude Code's file tools covers beyond the tool of that
+# name: Claude Code applies Read rules to every reading tool and Edit rules to every writing
+# one; a Read deny also guards the writing tools (what must not be read must not be replaced).
+_READING = ("read", "grep", "glob", "ls")
+_WRITING = ("edit", "write", "apply_patch")
+_WIDER: dict[str, tuple[str, ...]] = {"Read": _READING, "Edit": _WRITING}
+
+
+@lru_cache(maxsize=256)
+def claude_rule_tools(tool: str, action: str = "allow") -> frozenset[str]:
+    """The stagecrew tools a Claude Code rule for ``tool`` applies to (empty: none, including
+    for ``mcp__`` names, which are matched by prefix instead)."""
+    # Imported here: the name table belongs to the hooks package, whose import reads settings
+    # through ``stagecrew.claude``, which imports this module.
+    from stagecrew.hooks.names import stagecrew_tools
+
+    if tool.startswith("mcp__"):
+        return frozenset()
+    tools = set(stagecrew_tools(tool)) | set(_WIDER.get(tool, ()))
+    if tool == "Read" and action == "deny":
+        tools |= set(_WRITING)
+    return frozenset(tools)
+
+
+def _claude_covers(claude_tool: str, action: str, tool: str) -> bool:
+    if claude_tool.startswith("mcp__"):
+        name, wanted = claude_tool.lower(), tool.lower()
+        if "*" in name:
+            return fnmatchcase(wanted, name)
+        server_only = name.count("__") == 1
+        return wanted == name or (server_only and wanted.startswith(name + "__"))
+    return tool in claude_rule_tools(claude_tool, action)
+
+
+def _parse_claude_rule(text: str, m: re.Match[str], layer: str | None) -> Rule:
+    action, tool, spec, source = m.group(1).lower(), m.group(2), m.group(3), m.group(4)
+    if action not in _STRICTNESS:
+        raise RuleError(
+            f"invalid permission rule {text!r}: action must be allow, ask or deny, not {action!r}"
+        )
+    from stagecrew.hooks.names import CLAUDE_ONLY_TOOLS  # see claude_rule_tools
+
+    shown = tool if spec is None else f"{tool}({spec})"
+    if tool.startswith("mcp__"):
+        if not _MCP_NAME_RE.match(tool):
+            raise RuleError(f"{shown!r}: not an MCP tool name (mcp__server or mcp__server__tool)")
+    elif tool in CLAUDE_ONLY_TOOLS:
+        raise RuleError(f"{shown!r}: stagecrew has no {tool} tool, so the rule never applies")
+    elif not claude_rule_tools(tool):
+        raise RuleError(f"{shown!r}: unknown Claude Code tool {tool!r}")
+    spec = spec.strip() if spec is not None else None
+    if spec == "":
+        spec = None  # ``Bash()`` is ``Bash``, as in Claude Code
+    if tool == "WebFetch" and spec is not None and not spec.startswith("domain:"):
+        raise RuleError(
+            f"{shown!r}: WebFetch rules name a host, as in WebFetch(domain:example.com)"
+        )
+    return Rule(action, tool, spec, layer, source=source.strip())  # type: ignore[arg-type]
 
 
 def parse_rules(texts: Iterable[str | Rule], layer: str | None = None) -> list[Rule]:
@@ -289,6 +397,85 @@ def path_pattern_matches(pattern: str, rel: str, absolute: str) -> bool:
         return True
     # ``**/.ssh/**`` should catch ~/.ssh/id_rsa even though it is outside the workspace.
     return pat.startswith("**/") and _path_regex(pat).fullmatch(absolute.lstrip("/")) is not None
+
+
+@lru_cache(maxsize=1024)
+def _claude_wildcard(pattern: str) -> re.Pattern[str]:
+    # Claude Code's matchWildcardPattern: ``*`` is any text, ``\*`` a star, ``\\`` a backslash;
+    # when the only wildcard is a trailing `` *``, the space and what follows are optional.
+    out: list[str] = []
+    stars = 0
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern) and pattern[i + 1] in "*\\":
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if ch == "*":
+            stars += 1
+            out.append(".*")
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    if stars == 1 and len(out) >= 2 and out[-1] == ".*" and out[-2] == re.escape(" "):
+        out[-2:] = ["(?: .*)?"]
+    return re.compile("".join(out), re.DOTALL)
+
+
+def claude_bash_matches(specifier: str, command: str) -> bool:
+    """Whether a Claude Code ``Bash(...)`` specifier matches one simple command, as Claude Code
+    decides it: ``prefix:*`` is the legacy prefix form (the prefix itself or the prefix, a
+    space and anything: a word boundary, so ``ls:*`` never matches ``lsof``), a specifier with
+    an unescaped ``*`` is a wildcard, anything else the exact command."""
+    spec = specifier.strip()
+    if spec.endswith(":*") and len(spec) > 2:
+        prefix = spec[:-2]
+        return command == prefix or command.startswith(prefix + " ")
+    if re.search(r"(?<!\\)(?:\\\\)*\*", spec):
+        return _claude_wildcard(spec).fullmatch(command) is not None
+    return command == spec
+
+
+def _gitignore_matches(pattern: str, rel: str) -> bool:
+    """gitignore's reading of ``pattern`` against the relative path ``rel``: with a ``/`` at
+    the start or inside, the pattern is anchored; without, it matches at any depth; and a
+    pattern matching a directory matches everything inside it (the ``ignore`` library Claude
+    Code uses checks every parent)."""
+    pat = pattern.rstrip("/") if pattern not in ("/", "") else pattern
+    anchored = "/" in pat
+    pat = pat.lstrip("/")
+    if not pat:
+        return False
+    regex = _path_regex(pat if anchored else "**/" + pat)
+    parts = rel.split("/")
+    return any(regex.fullmatch("/".join(parts[:i])) for i in range(1, len(parts) + 1))
+
+
+def _claude_path_matches(specifier: str, source: str, target: _Target) -> bool:
+    """A Claude Code path specifier against one path, relative to the root its form names."""
+    if specifier.startswith("//"):
+        root, pattern = "/", specifier[1:]
+    elif specifier.startswith("~/"):
+        root, pattern = os.path.expanduser("~"), specifier[1:]
+    elif specifier.startswith("/"):
+        # The directory holding the settings file's ``.claude/``: the person's home for
+        # ``~/.claude/settings.json``, the project (the workspace) for the project's files.
+        home_source = source.startswith("~")
+        root, pattern = (os.path.expanduser("~") if home_source else None), specifier
+    else:
+        root, pattern = None, specifier[2:] if specifier.startswith("./") else specifier
+    if root is None:
+        rel = target.value  # workspace-relative, or absolute when outside the workspace
+        if rel.startswith("/"):
+            return False  # Claude Code skips paths outside the rule's root
+    else:
+        rel = os.path.relpath(target.absolute, root)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            return False
+    if rel in ("", os.curdir):
+        return False
+    return _gitignore_matches(pattern, rel)
 
 
 def _url_matches(pattern: str, url: str) -> bool:
@@ -459,11 +646,32 @@ class PermissionChecker:
         return best
 
     def _last_match(self, rules: Iterable[Rule], tool: str, target: _Target) -> Rule | None:
-        found = None
+        """The deciding rule: the last match, where a run of Claude Code rules counts as one
+        rule deciding deny, then ask, then allow, and a Claude Code deny is final."""
+        found: Rule | None = None
+        final: Rule | None = None
+        run = 0  # which run of consecutive Claude Code rules we are in
+        found_run: int | None = None  # the run ``found`` belongs to (None: not a Claude rule)
+        previous_claude = False
         for rule in rules:
-            if rule.matches_tool(tool) and _pattern_matches(rule, tool, target):
-                found = rule
-        return found
+            if rule.claude and not previous_claude:
+                run += 1
+            previous_claude = rule.claude
+            if not (rule.matches_tool(tool) and _pattern_matches(rule, tool, target)):
+                continue
+            if not rule.claude:
+                found, found_run = rule, None
+                continue
+            if rule.action == "deny" and final is None:
+                final = rule
+            if (
+                found is not None
+                and found_run == run
+                and _STRICTNESS[found.action] >= _STRICTNESS[rule.action]
+            ):
+                continue  # an earlier rule of this run is at least as strict
+            found, found_run = rule, run
+        return final if final is not None else found
 
     def _decide(self, tool: str, target: _Target) -> Decision:
         shown = f"{tool} '{target.shown}'" if target.shown else tool
@@ -561,6 +769,8 @@ def _pattern_matches(rule: Rule, tool: str, target: _Target) -> bool:
         return True
     if target.kind == "none":
         return False
+    if rule.claude:
+        return _claude_pattern_matches(rule, rule.pattern, target)
     if rule.literal:
         return rule.pattern in (target.value, target.absolute)
     if target.kind == "bash":
@@ -570,3 +780,16 @@ def _pattern_matches(rule: Rule, tool: str, target: _Target) -> bool:
     if target.kind == "url":
         return _url_matches(rule.pattern, target.value)
     return fnmatchcase(target.value, rule.pattern)
+
+
+def _claude_pattern_matches(rule: Rule, specifier: str, target: _Target) -> bool:
+    assert rule.source is not None
+    if target.kind == "bash":
+        return claude_bash_matches(specifier, target.value)
+    if target.kind == "path":
+        return _claude_path_matches(specifier, rule.source, target)
+    if target.kind == "url":
+        parts = urlsplit(target.value if "://" in target.value else f"https://{target.value}")
+        domain = specifier.removeprefix("domain:").strip().lower()
+        return fnmatchcase((parts.hostname or "").lower(), domain)
+    return fnmatchcase(target.value, specifier)

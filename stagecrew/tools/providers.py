@@ -191,6 +191,7 @@ ProviderFactory = Callable[[ProviderSpec, ProviderEnv], Awaitable[ToolProvider]]
 PROVIDERS: dict[str, str] = {
     "echo": "stagecrew.testing.echo_provider:create",
     "mcp": "stagecrew.mcp.provider:create",
+    "skills": "stagecrew.skills.provider:create",
 }
 
 

@@ -4,11 +4,19 @@ The tools are plain: they talk to a ``SubagentPort`` the agent's host puts in
 ``ctx.services.subagents`` (the Ray host routes it through the supervisor, which starts each
 subagent as its own actor from the warm pool). Waiting is cancellable: if the parent is
 cancelled while it waits, the children it started are cancelled with it, never orphaned.
+
+The model picks a subagent by ``subagent_type``, so ``task`` lists the agent profiles it may
+pick from (stagecrew's and Claude Code's, from ``stagecrew.profiles.profile_descriptions``) with
+their descriptions in its own description, as Claude Code's Task tool does: a profile the model
+has never heard of is a profile it never uses. ``Task(agents)`` builds that tool; ``Task()``
+without them keeps the plain description.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
@@ -67,6 +75,24 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
+# One line per profile in the listing; longer descriptions are cut (the listing is sent with
+# every request, and the first sentence says when to use an agent).
+_DESCRIPTION_CHARS = 300
+
+
+def describe_agents(agents: Mapping[str, str]) -> str:
+    """The listing of agent profiles appended to ``task``'s description."""
+    if not agents:
+        return ""
+    lines = []
+    for name, text in agents.items():
+        flat = " ".join(text.split())
+        if len(flat) > _DESCRIPTION_CHARS:
+            flat = flat[: _DESCRIPTION_CHARS - 1].rstrip() + "…"
+        lines.append(f"- {name}: {flat}")
+    return "\n\nAgent profiles for `subagent_type`:\n" + "\n".join(lines)
+
+
 class Task(Tool):
     name = "task"
     description = (
@@ -79,6 +105,20 @@ class Task(Tool):
     Args = TaskArgs
     # Subagents of a read-only agent are read-only too, so plan mode may delegate.
     sandboxable = True
+
+    def __init__(self, agents: Mapping[str, str] | None = None) -> None:
+        # ``{profile name: description}``: what ``subagent_type`` may name, shown to the model.
+        self.agents = dict(agents or {})
+
+    def schema(self) -> dict[str, Any]:  # type: ignore[override]
+        """The class's schema, with this instance's agent profiles in the description (an
+        instance method: each agent has its own profiles; the class schema stays cached)."""
+        base = super().schema()
+        if not self.agents:
+            return base
+        out = copy.deepcopy(base)
+        out["function"]["description"] = self.description + describe_agents(self.agents)
+        return out
 
     async def run(self, args: TaskArgs, ctx: ToolContext) -> ToolResult:
         port = _port(ctx)

@@ -28,10 +28,11 @@ from stagecrew.tools.web import WebFetchArgs
         ("grep", "Grep", {"grep", "Grep"}),
         ("ls", "LS", {"ls", "LS"}),
         ("webfetch", "WebFetch", {"webfetch", "WebFetch"}),
-        ("task", "Task", {"task", "Task"}),
+        ("task", "Task", {"task", "Task", "Agent"}),  # Claude Code renamed Task to Agent
         ("todo", "TodoWrite", {"todo", "TodoWrite"}),
         ("bash_output", "BashOutput", {"bash_output", "BashOutput"}),
         ("kill_shell", "KillShell", {"kill_shell", "KillShell", "KillBash"}),
+        ("skill", "skill", {"skill", "Skill"}),  # its input is not Claude Code's
         ("git", "git", {"git"}),
         ("memory", "memory", {"memory"}),
         ("task_result", "task_result", {"task_result"}),
