@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from stagecrew.actors.mentions import agent_mentions, with_delegation
 from stagecrew.actors.spec import AgentSpec
 from stagecrew.config import Config, user_config_dir
 from stagecrew.llm.providers import endpoint_settings, required_key_env
@@ -43,6 +44,8 @@ class PreparedSession:
     notices: list[str] = field(default_factory=list)
     # The custom command the prompt named, if it did; ``spec.prompt`` is its expansion.
     command: Expansion | None = None
+    # Agents the prompt mentioned (``@name``); ``spec.prompt`` asks for the hand-over.
+    mentions: list[str] = field(default_factory=list)
 
 
 def credentials_for(
@@ -276,6 +279,15 @@ def prepare_session(
             command, invocation[1], workspace, permissions, config.ask_policy, confirm
         )
         prompt = expansion.text
+    # Subagents may be mentioned: Claude Code's agents and stagecrew profiles that are not a
+    # primary agent (build, plan) — Tab and /agent switch those.
+    delegates = [
+        n
+        for n, p in profiles.items()
+        if n != name and (p.source_format == "claude" or p.role != ModelRole.PRIMARY.value)
+    ]
+    mentioned = agent_mentions(prompt, delegates, workspace)
+    prompt = with_delegation(prompt, mentioned)
     sid = session_id or new_id()
     max_steps = profile_max_steps(config.limits.max_steps, profile)
     tools = None if profile.tools == "*" else list(profile.tools)
@@ -319,6 +331,7 @@ def prepare_session(
         credentials=credentials,
         notices=[*setup.notices, *catalog.notices, *claude.notices],
         command=expansion,
+        mentions=mentioned,
     )
 
 

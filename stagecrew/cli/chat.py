@@ -62,6 +62,7 @@ COMMANDS: dict[str, str] = {
     "/model": "[litellm-model] show the model, or change it for the next messages",
     "/ps": "the session's actors: state, steps, tokens, cost",
     "/cancel": "cancel the running turn (Ctrl-C does the same)",
+    "/memory": "the instruction files and memory this project's agents read",
     "/clear": "clear the screen and start a new session",
     "/exit": "end the session and quit (Ctrl-D too)",
 }
@@ -191,6 +192,33 @@ def help_rows(custom: Iterable[CustomCommand] = ()) -> list[tuple[str, str]]:
         shown = f"{command.slash} {command.argument_hint}".rstrip()
         rows.append((shown, f"{custom_meta(command)} · {command.label}".lstrip(" ·")))
     return rows
+
+
+def memory_lines(workspace: Path, home: Path | None = None) -> list[str]:
+    """What ``/memory`` shows (rich markup): each instruction file the agents read, in the
+    order they enter the prompt, what it is and its size; the problems with them; and the
+    memory files. Read from disk now, as the next run will read them."""
+    from stagecrew.config import user_config_dir
+    from stagecrew.memory.instructions import load_instructions
+    from stagecrew.memory.layers import MemoryPaths
+
+    config_dir = user_config_dir()
+    found = load_instructions(workspace, home=home, config_dir=config_dir)
+    lines = ["[bold]Instruction files[/bold] (in prompt order)"]
+    if not found.sources:
+        lines.append("  [dim]none: add AGENTS.md or CLAUDE.md to the project[/dim]")
+    for source in found.sources:
+        lines.append(
+            f"  {_esc(source.label)}  [dim]{_esc(source.describe())}, "
+            f"{source.size_bytes:,} bytes[/dim]"
+        )
+    lines += [f"  [yellow]{_esc(n)}[/yellow]" for n in found.notices]
+    paths = MemoryPaths(workspace, None, config_dir)
+    lines.append("[bold]Memory[/bold]")
+    for label, path in (("project", paths.project_memory), ("global", paths.global_memory)):
+        size = f"{path.stat().st_size:,} bytes" if path.is_file() else "not written yet"
+        lines.append(f"  {label}: {_esc(str(path))}  [dim]{size}[/dim]")
+    return lines
 
 
 def parse_permission_answer(text: str) -> str | None:
@@ -707,7 +735,8 @@ class Chat:
             self._carry = text
             return
         sid = self.state.session
-        said = prepared.spec.prompt if prepared.command is not None else text
+        changed = prepared.command is not None or prepared.mentions
+        said = prepared.spec.prompt if changed else text
         actor_id = self._call("not sent", lambda c: c.user_input(sid, said, prepared.spec))
         if actor_id is None:
             self._carry = text
@@ -813,6 +842,9 @@ class Chat:
                 self.show_actors(reply["actors"])
         elif cmd.name == "/cancel":
             self.cancel()
+        elif cmd.name == "/memory":
+            for line in memory_lines(self.workspace):
+                self.say(line)
         elif cmd.name == "/clear":
             self.clear()
         return True
