@@ -498,3 +498,22 @@ def test_chat_runs_custom_commands_and_shows_an_override(
     assert "/greet: project claude command from" in screen
     assert "/ps: project claude command from" in screen and "(overrides the built-in /ps)" in screen
     assert "/greet [who]" in screen and "replaced by a custom command" in screen
+
+
+def test_a_command_model_alias_names_the_model_of_its_role(places: dict[str, Path]) -> None:
+    """``model: haiku`` in a command means what it means for a Claude-format agent: the
+    model this configuration gives the matching role; a litellm string is used as is."""
+    from stagecrew.actors.builder import prepare_session
+
+    p = places["project"]
+    write(p / ".claude/commands/quick.md", "---\nmodel: haiku\n---\nBe quick: $ARGUMENTS\n")
+    write(p / ".claude/commands/exact.md", "---\nmodel: openai/exact\n---\nExact.\n")
+    models = {
+        "primary": {"model": "openai/big", "api_base": "http://127.0.0.1:1/v1"},
+        "checkpoint": {"model": "openai/small"},
+    }
+    write(p / ".stagecrew/config.json", json.dumps({"models": models}))
+    config = load_config(p)
+    assert prepare_session(config, "/quick now", p).spec.model.model == "openai/small"
+    assert prepare_session(config, "/exact", p).spec.model.model == "openai/exact"
+    assert prepare_session(config, "plain", p).spec.model.model == "openai/big"

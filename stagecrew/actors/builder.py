@@ -201,6 +201,16 @@ def _expand(
         raise SessionSetupError(str(exc)) from exc
 
 
+def _command_model(model: str, config: Config) -> str:
+    """A command's ``model``: Claude Code's aliases (``opus``, ``sonnet``, ``haiku``) name
+    the model of the role that plays that part here, as for Claude-format agents; anything
+    else is a litellm model string."""
+    from stagecrew.claude.agents import MODEL_ROLES
+
+    role = MODEL_ROLES.get(model.strip().lower())
+    return config.models.for_role(ModelRole(role)).model if role else model
+
+
 def profile_model_overrides(profile: Any) -> dict[str, Any]:
     """What a profile changes in the model it runs on (its own model, its temperature)."""
     overrides: dict[str, Any] = {}
@@ -260,7 +270,7 @@ def prepare_session(
     model_cfg = config.models.for_role(role)
     overrides = profile_model_overrides(profile)
     if command and command.model:
-        overrides["model"] = command.model
+        overrides["model"] = _command_model(command.model, config)
     wire = model_cfg.wire(**overrides)
     fallback = model_cfg.wire(model=model_cfg.fallback) if model_cfg.fallback else None
     needed = [(role.value, wire)] + ([(role.value, fallback)] if fallback else [])
