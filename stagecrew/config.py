@@ -207,9 +207,10 @@ class RuntimeConfig(_Strict):
     """Where the actors run. ``address`` empty means a local head started on first use."""
 
     address: str | None = None
-    namespace: str = "stagecrew"
+    # The Ray namespace of the person's supervisor; empty: "stagecrew" on the local head,
+    # "stagecrew-<user>" on a cluster (orchestrator.runtime.resolve_namespace).
+    namespace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     pool_size: int = Field(default=2, ge=0, le=64)
-    event_flush_ms: int = Field(default=50, ge=0, le=5000)
     # How many times a headless session whose agent process died is resumed without the
     # person asking (0: it stops with `error` and `crew resume` continues it).
     auto_resume: int = Field(default=0, ge=0, le=10)
@@ -280,6 +281,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "STAGECREW_MAX_STEPS": ("limits", "max_steps"),
     "STAGECREW_AGENT": ("agent",),
     "STAGECREW_POOL_SIZE": ("runtime", "pool_size"),
+    "STAGECREW_NAMESPACE": ("runtime", "namespace"),
     "RAY_ADDRESS": ("runtime", "address"),
 }
 

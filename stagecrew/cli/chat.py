@@ -610,7 +610,13 @@ class Chat:
             sys.stderr.flush()
 
         try:
-            self.client = connect(self.config.runtime.address, on_start=starting)
+            runtime = self.config.runtime
+            self.client = connect(
+                runtime.address,
+                pool_size=runtime.pool_size,
+                namespace=runtime.namespace,
+                on_start=starting,
+            )
         except (ControlError, RuntimeStartError) as exc:
             raise ChatSetupError(str(exc), EXIT_FAILED) from exc
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stagecrew.config import ConfigError, find_project_root, load_config
+from stagecrew.config import ConfigError, RuntimeConfig, find_project_root, load_config
 from stagecrew.layout import sessions_dir
 from stagecrew.messages import Envelope, ModelRole, PermissionRequest, SessionFinished
 from stagecrew.orchestrator.control import ControlError
@@ -27,13 +27,21 @@ def _say(message: str) -> None:
 
 
 def _connect(
-    address: str | None, pool_size: int = 2, *, start: bool = True, quiet: bool = False
+    runtime: RuntimeConfig | None, *, start: bool = True, quiet: bool = False
 ) -> SupervisorClient:
-    """The supervisor's client; a start or a restart being waited for is said in one line
-    (unless the caller already said why it is waiting)."""
+    """The supervisor's client (where ``runtime`` says: address, namespace, pool size); a
+    start or a restart being waited for is said in one line (unless the caller already said
+    why it is waiting)."""
     from stagecrew.orchestrator.runtime import connect
 
-    return connect(address, pool_size=pool_size, on_start=None if quiet else _say, start=start)
+    runtime = runtime or RuntimeConfig()
+    return connect(
+        runtime.address,
+        pool_size=runtime.pool_size,
+        namespace=runtime.namespace,
+        on_start=None if quiet else _say,
+        start=start,
+    )
 
 
 def run_session(
@@ -83,7 +91,7 @@ def run_session(
         _say(str(exc))
         return EXIT_USAGE
     try:
-        client = _connect(config.runtime.address, config.runtime.pool_size)
+        client = _connect(config.runtime)
         if "max" in extra:
             sid = client.start_max_session(
                 spec,
@@ -117,7 +125,7 @@ def run_session(
         log_path,
         output_format,
         interactive_permissions=sys.stdin.isatty(),
-        address=config.runtime.address,
+        runtime=config.runtime,
     )
 
 
@@ -181,7 +189,7 @@ def follow_session(
     after_seq: int = 0,
     detach_on_interrupt: bool = False,
     interactive_permissions: bool = False,
-    address: str | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> int:
     """Render the session's events until its stop record; the exit code is its stop reason.
 
@@ -245,7 +253,7 @@ def follow_session(
         reconnects += 1
         _say(f"lost the connection to the supervisor ({problem}); reconnecting…")
         try:
-            client = _connect(address, start=False, quiet=True)
+            client = _connect(runtime, start=False, quiet=True)
         except (ControlError, RuntimeStartError) as exc:
             _say(f"the supervisor did not come back: {exc} (crew resume {sid} continues it)")
             break
@@ -439,7 +447,7 @@ def resume_session(
     with contextlib.suppress(SessionSetupError):
         credentials.update(keys_for_roles(config, [ModelRole.CHECKPOINT], dict(os.environ)))
     try:
-        client = _connect(config.runtime.address)
+        client = _connect(config.runtime)
         try:
             info = client.session_info(sid)
         except ControlError:  # not known to this supervisor (it restarted): not running
@@ -477,7 +485,7 @@ def resume_session(
         output_format,
         after_seq=history.last_seq,
         interactive_permissions=sys.stdin.isatty(),
-        address=config.runtime.address,
+        runtime=config.runtime,
     )
 
 

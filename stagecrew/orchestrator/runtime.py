@@ -61,9 +61,32 @@ class HeadRecord:
     started_at: float
     version: str
     local: bool = True
+    namespace: str = "stagecrew"
 
     def client(self, timeout: float = 10.0) -> SupervisorClient:
         return SupervisorClient(self.control_host, self.control_port, self.token, timeout=timeout)
+
+
+NAMESPACE_VAR = "STAGECREW_NAMESPACE"
+
+
+def resolve_namespace(configured: str | None, *, local: bool) -> str:
+    """The Ray namespace the supervisor lives in: the configured one (``runtime.namespace``,
+    ``STAGECREW_NAMESPACE``), else ``stagecrew`` on a private local head and
+    ``stagecrew-<user>`` on a cluster, so two people on one cluster never share a supervisor
+    (nor its gateways, which hold their keys)."""
+    chosen = configured or os.environ.get(NAMESPACE_VAR)
+    if chosen:
+        return chosen
+    if local:
+        return "stagecrew"
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"stagecrew-{user}"
 
 
 def state_home() -> Path:
@@ -123,6 +146,17 @@ def _gcs_reachable(address: str) -> bool:
         return False
 
 
+def head_alive(record: HeadRecord) -> bool:
+    """Whether the record's supervisor answers a ping now. For readers that must never start
+    or wait for anything (``crew doctor``, ``crew sessions``); a dead head fails at once."""
+    return _alive(record)
+
+
+def head_ray_up(record: HeadRecord) -> bool:
+    """Whether the record's Ray head (its GCS port) accepts connections now."""
+    return _gcs_reachable(record.gcs_address)
+
+
 @contextlib.contextmanager
 def _start_lock() -> Any:
     """Two commands starting at once must not start two heads."""
@@ -157,12 +191,13 @@ def connect(
     on_start: Any = None,
     pool_size: int = 2,
     wait_restart: bool = True,
+    namespace: str | None = None,
 ) -> SupervisorClient:
     """A client for the supervisor: attach to what runs (or to the supervisor Ray is
     restarting), start a local head if nothing runs. ``on_start(line)`` is told, in one line,
     when the command has to wait for a start."""
     if address:
-        return _connect_cluster(address, pool_size)
+        return _connect_cluster(address, pool_size, resolve_namespace(namespace, local=False))
     record = read_record()
     if record and _alive(record):
         return record.client()
@@ -181,7 +216,8 @@ def connect(
         if record and _alive(record):
             return record.client()
         if record and record.local and _gcs_reachable(record.gcs_address):
-            record = _bootstrap(record, pool_size)  # Ray is up, only the supervisor was lost
+            # Ray is up, only the supervisor was lost: the same namespace finds its logs.
+            record = _bootstrap(record, pool_size)
         else:
             if not start:
                 raise RuntimeStartError(
@@ -192,7 +228,9 @@ def connect(
             if record:
                 stop_head(record)
                 _end_sessions_of(record, "vanished")
-            record = _bootstrap(start_head(), pool_size)
+            head = start_head()
+            head.namespace = resolve_namespace(namespace, local=True)
+            record = _bootstrap(head, pool_size)
         write_record(record)
         return record.client()
 
@@ -209,9 +247,10 @@ def _end_sessions_of(record: HeadRecord, why: str) -> list[str]:
     return [cut.session for cut, _ in ended]
 
 
-def _connect_cluster(address: str, pool_size: int) -> SupervisorClient:
-    """On a cluster the supervisor is found (or created) through Ray itself."""
-    out = _run_bootstrap(address, state_home() / "bootstrap.log", pool_size)
+def _connect_cluster(address: str, pool_size: int, namespace: str) -> SupervisorClient:
+    """On a cluster the supervisor is found (or created) through Ray itself, in the person's
+    namespace."""
+    out = _run_bootstrap(address, state_home() / "bootstrap.log", pool_size, namespace)
     return SupervisorClient(out["host"], out["port"], out["token"])
 
 
@@ -271,7 +310,9 @@ def start_head() -> HeadRecord:
     return record
 
 
-def _run_bootstrap(address: str, log_path: Path, pool_size: int = 2) -> dict[str, Any]:
+def _run_bootstrap(
+    address: str, log_path: Path, pool_size: int = 2, namespace: str = "stagecrew"
+) -> dict[str, Any]:
     env = blackhole_env(os.environ)
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     if address.startswith(("127.0.0.1:", "localhost:")):
@@ -287,6 +328,8 @@ def _run_bootstrap(address: str, log_path: Path, pool_size: int = 2) -> dict[str
         str(state_home()),
         "--pool-size",
         str(pool_size),
+        "--namespace",
+        namespace,
     ]
     with open(log_path, "w") as log:
         proc = subprocess.run(
@@ -301,7 +344,8 @@ def _run_bootstrap(address: str, log_path: Path, pool_size: int = 2) -> dict[str
 
 def _bootstrap(record: HeadRecord, pool_size: int = 2) -> HeadRecord:
     try:
-        out = _run_bootstrap(record.gcs_address, Path(record.temp_dir) / "bootstrap.log", pool_size)
+        log = Path(record.temp_dir) / "bootstrap.log"
+        out = _run_bootstrap(record.gcs_address, log, pool_size, record.namespace)
     except (RuntimeStartError, subprocess.TimeoutExpired):
         stop_head(record)
         raise
