@@ -235,8 +235,14 @@ def parse_entry(
     where: _Where,
     env: Mapping[str, str],
     project_root: Path | None = None,
+    *,
+    expand: bool = True,
 ) -> ServerConfig:
-    """Validate and expand one server entry; raises ``ConfigError`` naming the key."""
+    """Validate and expand one server entry; raises ``ConfigError`` naming the key.
+
+    ``expand=False`` validates the entry as written and keeps every ``${VAR}`` reference in
+    the result (``env`` is not read): what ``crew import claude`` reports and copies must never
+    hold a secret the environment would have put there."""
     if not SERVER_NAME.match(name):
         raise where.error(
             None,
@@ -270,8 +276,10 @@ def parse_entry(
         if key in entry
     }
 
+    expand_vars = expand  # the name ``expand`` is the helper below from here on
+
     def expand(key: str, value: str) -> str:
-        return _expand(value, env, where, key)
+        return _expand(value, env, where, key) if expand_vars else value
 
     if transport == "stdio":
         command = entry.get("command")
@@ -286,7 +294,7 @@ def parse_entry(
             raise where.error("cwd", f"must be a string (got {_shown(cwd)})")
         if cwd is not None:
             cwd = expand("cwd", cwd)
-            if project_root is not None and not os.path.isabs(cwd):
+            if expand_vars and project_root is not None and not os.path.isabs(cwd):
                 cwd = str(project_root / cwd)
         return ServerConfig(
             name=name,
@@ -302,7 +310,8 @@ def parse_entry(
     if not isinstance(url, str) or not url.strip():
         raise where.error("url", f"must be a non-empty string (got {_shown(url)})")
     url = expand("url", url)
-    if not url.startswith(("http://", "https://")):
+    checked = url if expand_vars else _with_defaults(url)
+    if checked is not None and not checked.startswith(("http://", "https://")):
         raise where.error("url", f"must be an http:// or https:// URL (got {_shown(url)})")
     headers = _string_map(entry.get("headers", {}), where, "headers")
     return ServerConfig(
@@ -313,6 +322,34 @@ def parse_entry(
         source=where.source,
         **timeouts,
     )
+
+
+def check_entry(name: str, entry: Any, source: str, *, strict: bool = False) -> ServerConfig:
+    """One server entry validated as written, ``${VAR}`` references kept (nothing is read from
+    the environment): ``source`` names the file in errors, ``strict`` refuses unknown keys as
+    stagecrew's own ``mcp`` key does (``.mcp.json`` entries may carry keys of other tools).
+    Raises ``ConfigError``."""
+    key = "mcp.servers" if strict else SERVERS_KEY
+    return parse_entry(name, entry, _Where(source, f"{key}.{name}", strict), {}, expand=False)
+
+
+def entry_keys() -> frozenset[str]:
+    """The keys a server entry may have in stagecrew's own ``mcp`` key."""
+    return frozenset(_ENTRY_KEYS)
+
+
+def variable_references(value: str) -> list[tuple[str, str | None]]:
+    """``(name, default)`` of each ``${VAR}`` / ``${VAR:-default}`` in ``value``, in order."""
+    return [(m.group(1), m.group(2)) for m in _VAR.finditer(value)]
+
+
+def _with_defaults(value: str) -> str | None:
+    """``value`` with each reference replaced by its default; None when one has none (the
+    value can only be checked once the environment fills it in)."""
+    refs = variable_references(value)
+    if any(default is None for _, default in refs):
+        return None
+    return _VAR.sub(lambda m: m.group(2), value)
 
 
 def _expand(value: str, env: Mapping[str, str], where: _Where, key: str) -> str:
