@@ -232,12 +232,26 @@ class ToolsConfig(_Strict):
     env_passthrough: list[str] = []
 
 
+class SandboxConfig(_Strict):
+    """How bash runs in build mode (``stagecrew/tools/sandbox.py`` says what is confined)."""
+
+    # auto: under bubblewrap where it works, plainly (with one notice) elsewhere; required:
+    # bash refuses to run without it; off: never confined.
+    mode: Literal["auto", "off", "required"] = "auto"
+    # allow: the host's network; deny / loopback: a network namespace of the command's own
+    # (bwrap brings its lo up: nothing outside, not even the host's 127.0.0.1, is reachable).
+    network: Literal["allow", "deny", "loopback"] = "allow"
+    # Paths commands may write besides the workspace and their private /tmp ("~/.cargo").
+    writable: list[str] = []
+
+
 class Config(_Strict):
     models: ModelsConfig
     limits: LimitsConfig = LimitsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     memory: MemoryConfig = MemoryConfig()
     tools: ToolsConfig = ToolsConfig()
+    sandbox: SandboxConfig = SandboxConfig()
     agent: str = "build"
     permissions: list[str] = []
     # What a permission rule of `ask` becomes when no person is at the terminal.

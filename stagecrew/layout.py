@@ -9,6 +9,7 @@
     memory.db                     the FTS5 index
     sessions/<id>/events.jsonl    a session's log (and checkpoint.md, notes.md, tasks/ ...)
     worktrees/<id>/               Max Mode candidates' worktrees
+    rewind/                       rewind points: a shadow git repository (git/, index)
 ```
 
 Everything that names one of these paths asks this module, so moving one is one edit.
@@ -60,3 +61,9 @@ def session_log(workspace: Path | str, session: str) -> Path:
 
 def worktrees_dir(workspace: Path | str, session: str) -> Path:
     return state_dir(workspace) / "worktrees" / session
+
+
+def rewind_dir(workspace: Path | str) -> Path:
+    """The shadow repository of rewind points (``stagecrew.rewind``): its own git dir and
+    index, so the person's repository is never written to."""
+    return state_dir(workspace) / "rewind"

@@ -378,6 +378,17 @@ class TurnFinished(_Msg):
     error: str | None = None
 
 
+class ConversationRewound(_Msg):
+    """The person rewound the session to rewind point ``point`` (``crew rewind
+    --conversation``): the transcript continues from the log as it stood at ``to_seq``. The
+    events between stay in the log (what happened is never erased); the transcript a resume
+    rebuilds leaves out what they said (``stagecrew.rewind.conversation``)."""
+
+    kind: Literal["conversation_rewound"] = "conversation_rewound"
+    point: int
+    to_seq: int
+
+
 class ActorFailed(_Msg):
     kind: Literal["actor_failed"] = "actor_failed"
     actor_id: str
@@ -424,6 +435,7 @@ Message = Annotated[
     | CandidateFinished
     | ActorFinished
     | TurnFinished
+    | ConversationRewound
     | ActorFailed
     | SessionFinished,
     Field(discriminator="kind"),

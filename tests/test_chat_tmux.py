@@ -506,3 +506,31 @@ def test_exit_ends_the_session_and_the_process(
     log = events(git_repo, sid)
     assert log[0].body.kind == "session_started" and log[-1].body.kind == "session_finished"
     assert llm.requests == []  # opening and leaving a chat costs no model call
+
+
+@pytest.mark.ray
+def test_the_chat_takes_run_options(ray_head: object, git_repo: Path, term: Tmux) -> None:
+    """``crew --model M --api-base URL --agent plan`` (as ``claude --model``): the chat's
+    requests go to that endpoint with that model and that agent, over the config's."""
+    with (
+        ScriptedLLM([{"text": "configured"}]) as configured,
+        ScriptedLLM([{"text": "from the options"}]) as chosen,
+    ):
+        config = {
+            "models": {"primary": {"model": "openai/config", "api_base": configured.base_url}}
+        }
+        (git_repo / ".stagecrew").mkdir(exist_ok=True)
+        (git_repo / ".stagecrew" / "config.json").write_text(json.dumps(config))
+        term.start(
+            git_repo,
+            [str(CREW), "--model", "openai/flag", "--api-base", chosen.base_url, "--agent", "plan"],
+        )
+        term.wait_text("plan ›")
+        term.wait_text("Ctrl-D quits")
+        term.type("Which model?")
+        term.send("Enter")
+        term.wait_text("from the options")
+        assert not configured.requests
+        assert chosen.requests[0].body["model"] == "flag"
+    term.send("C-d")
+    term.wait_exit()

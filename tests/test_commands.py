@@ -388,7 +388,7 @@ def test_chat_completes_and_lists_custom_commands(places: dict[str, Path]) -> No
     completions = dict(complete_command("/c", custom=custom))
     assert list(completions) == ["/cancel", "/clear"]
     assert completions["/clear"].startswith("Tidy files")
-    assert complete_command("/re", custom=custom) == [
+    assert complete_command("/rev", custom=custom) == [
         ("/review", "[pr] Review a PR"),
         ("/review-diff", custom["/review-diff"]),
     ]

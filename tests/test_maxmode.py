@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,23 @@ def fix(replacement: str, **extra: object) -> list[dict[str, object]]:
 
 def model(llm: ScriptedLLM, name: str) -> dict[str, object]:
     return {"model": f"openai/{name}", "api_base": llm.base_url, "num_retries": 0}
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Host pids of the processes named ``marker`` (``exec -a``). Tool commands run in the
+    build sandbox, in a PID namespace of their own and unable to write outside the
+    workspace, so they cannot report their pids through a file next to it."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if (
+                proc.info["status"] != psutil.STATUS_ZOMBIE
+                and marker in (proc.info["cmdline"] or [""])[0]
+            ):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def start_max(
@@ -190,8 +208,8 @@ def test_all_failing_applies_the_judges_choice_and_says_so(
 
 
 def test_first_pass_cancels_the_others(ray_head: object, buggy_repo: Path) -> None:
-    pidfile = buggy_repo.parent / "pids"
-    slow = f"sleep 300 & echo $! > {pidfile}; echo started; wait"
+    marker = f"sc-slow-sleep-{time.monotonic_ns()}"
+    slow = f"(exec -a {marker} sleep 300) & echo started; wait"
     script = {
         # The slow one (started first, so it gets a warm host) starts a long job at once; the
         # fast one needs a moment to think, so the job is surely running when it passes.
@@ -202,10 +220,10 @@ def test_first_pass_cancels_the_others(ray_head: object, buggy_repo: Path) -> No
     }
     with ScriptedLLM(script) as llm:
         client, sid = start_max(buggy_repo, llm, ["cand-slow", "cand-fast"], policy="first-pass")
-        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=60)
+        wait_for(lambda: marked_pids(marker), timeout=60)
         actors = {a["model"]: a for a in client.call("ps", session=sid)["actors"]}
         slow_actor = actors["openai/cand-slow"]
-        sleep_pid = int(pidfile.read_text())
+        [sleep_pid] = marked_pids(marker)
         assert psutil.pid_exists(slow_actor["pid"]) and psutil.pid_exists(sleep_pid)
         events = follow(client, sid)
 
@@ -263,12 +281,13 @@ def test_crew_run_max_flag(ray_head: object, buggy_repo: Path) -> None:
 
 
 def test_cancelling_the_session_applies_nothing(ray_head: object, buggy_repo: Path) -> None:
-    pidfile = buggy_repo.parent / "pids"
-    slow = f"sleep 300 & echo $! >> {pidfile}; echo started; wait"
+    marker = f"sc-cand-sleep-{time.monotonic_ns()}"
+    slow = f"(exec -a {marker} sleep 300) & echo started; wait"
     job = {"tool_calls": [{"name": "bash", "arguments": {"command": slow, "timeout": 600000}}]}
     with ScriptedLLM({"cand-a": [job], "cand-b": [job]}) as llm:
         client, sid = start_max(buggy_repo, llm, ["cand-a", "cand-b"])
-        wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, timeout=60)
+        wait_for(lambda: len(marked_pids(marker)) == 2, timeout=60)
+        pids = marked_pids(marker)
         client.call("cancel", target=sid)
         events = follow(client, sid)
 
@@ -276,7 +295,7 @@ def test_cancelling_the_session_applies_nothing(ray_head: object, buggy_repo: Pa
     assert bodies(events, SessionFinished)[0].stop_reason == "cancelled"
     assert not result["applied"] and result["winner"] is None and result["snapshot_id"] is None
     assert (buggy_repo / "stats.py").read_text() == BUGGY
-    wait_for(lambda: not any(psutil.pid_exists(int(p)) for p in pidfile.read_text().split()))
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in pids))
     assert_worktrees_cleaned(buggy_repo)
 
 

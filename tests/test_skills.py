@@ -121,7 +121,9 @@ def test_the_shipped_skill_is_found_and_packaged() -> None:
     shipped = shipped_skills_dir()
     assert shipped is not None and (shipped / "review-diff" / "SKILL.md").is_file()
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
-    assert '"skills/**/*"' in pyproject and '"stagecrew.skills"' in pyproject
+    assert (
+        '"stagecrew.configs.skills" = ["**/*"]' in pyproject and '"stagecrew.skills"' in pyproject
+    )
 
 
 # -- what the model sees ----------------------------------------------------------------------

@@ -33,6 +33,23 @@ def _config(repo: Path, llm: ScriptedLLM, model: str = "m") -> None:
     (repo / ".stagecrew" / "config.json").write_text(json.dumps(cfg))
 
 
+def marked_pids(marker: str) -> list[int]:
+    """Host pids of the processes named ``marker`` (``exec -a``). Tool commands run in the
+    build sandbox, in a PID namespace of their own and unable to write outside the
+    workspace, so they cannot report their pids through a file next to it."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if (
+                proc.info["status"] != psutil.STATUS_ZOMBIE
+                and marker in (proc.info["cmdline"] or [""])[0]
+            ):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
 def _crew_popen(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "stagecrew.cli.main", *args],
@@ -114,8 +131,8 @@ def test_gateway_killed_mid_stream_the_session_finishes_done(
 def test_supervisor_killed_mid_tool_nothing_survives_and_resume_finishes(
     ray_head: object, git_repo: Path
 ) -> None:
-    pidfile = git_repo.parent / "tool-pids"
-    command = f"sleep 317 & echo $! > {pidfile}; echo started; wait"
+    marker = f"sc-tool-sleep-{time.monotonic_ns()}"
+    command = f"(exec -a {marker} sleep 317) & echo started; wait"
     script = [
         {"tool_calls": [{"name": "bash", "arguments": {"command": command, "timeout": 600000}}]},
         {"text": "Resumed, and finished the job."},
@@ -124,8 +141,8 @@ def test_supervisor_killed_mid_tool_nothing_survives_and_resume_finishes(
     with ScriptedLLM(script) as llm:
         _config(git_repo, llm)
         proc = _crew_popen("run", "Run the long job.", cwd=git_repo)
-        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=60)
-        tool_pid = int(pidfile.read_text())
+        wait_for(lambda: marked_pids(marker), timeout=60)
+        [tool_pid] = marked_pids(marker)
         sid = next(s["session"] for s in client.ps()["sessions"] if not s["finished"])
         host_pid = next(a["pid"] for a in client.ps(sid)["actors"] if a["role"] == "primary")
         old = client.ping()

@@ -39,6 +39,23 @@ def models(llm: ScriptedLLM, **extra_limits: object) -> dict[str, object]:
     }
 
 
+def marked_pids(marker: str) -> list[int]:
+    """Host pids of the processes named ``marker`` (``exec -a``). Tool commands run in the
+    build sandbox, in a PID namespace of their own and unable to write outside the
+    workspace, so they cannot report their pids through a file next to it."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if (
+                proc.info["status"] != psutil.STATUS_ZOMBIE
+                and marker in (proc.info["cmdline"] or [""])[0]
+            ):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
 def task(prompt: str, profile: str = "build") -> dict[str, object]:
     return {
         "tool_calls": [{"name": "task", "arguments": {"prompt": prompt, "subagent_type": profile}}]
@@ -52,10 +69,8 @@ def by_kind(events: list[object], cls: type) -> list[object]:
 def test_recursive_cancel_of_a_three_level_tree(ray_head: object, git_repo: Path) -> None:
     (git_repo / ".stagecrew" / "agents").mkdir(parents=True)
     (git_repo / ".stagecrew" / "agents" / "deep.md").write_text(DEEP_PROFILE)
-    pidfile = git_repo.parent / "pids"
-    long_call = (
-        f"sleep 300 & echo $! > {pidfile}; sleep 300 & echo $! >> {pidfile}; echo started; wait"
-    )
+    marker = f"sc-deep-sleep-{time.monotonic_ns()}"
+    long_call = f"(exec -a {marker} sleep 300) & (exec -a {marker} sleep 300) & echo started; wait"
     script = {
         "root": [task("Delegate the work."), {"text": "The subtree was cancelled; I carried on."}],
         "mid": [task("Run the long job.", "deep"), {"text": "unreachable"}],
@@ -69,8 +84,8 @@ def test_recursive_cancel_of_a_three_level_tree(ray_head: object, git_repo: Path
     }
     with ScriptedLLM(script) as llm:
         client, sid = start_session(git_repo, "Orchestrate.", {}, config_json=models(llm))
-        wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, timeout=60)
-        pids = [int(p) for p in pidfile.read_text().split()]
+        wait_for(lambda: len(marked_pids(marker)) == 2, timeout=60)
+        pids = marked_pids(marker)
         assert all(psutil.pid_exists(p) for p in pids)
         actors = client.call("ps", session=sid)["actors"]
         primary = next(a for a in actors if a["role"] == "primary")

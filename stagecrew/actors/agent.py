@@ -56,6 +56,7 @@ from stagecrew.messages import (
     Usage,
     new_id,
 )
+from stagecrew.rewind.recorder import RewindRecorder
 from stagecrew.tools.base import Tool, ToolContext, ToolResult
 from stagecrew.tools.providers import BuiltinTools, ToolProvider, ToolSet
 
@@ -82,7 +83,11 @@ class Agent:
         goal_gate: GoalGate | None = None,
         delta_interval_s: float = 0.05,
     ) -> None:
-        from stagecrew.tools.permissions import DEFAULT_RULES, PermissionChecker
+        from stagecrew.tools.permissions import (
+            DEFAULT_RULES,
+            PermissionChecker,
+            attach_path_policy,
+        )
 
         self.spec = spec
         self.model = model
@@ -97,6 +102,8 @@ class Agent:
         self.goal_gate = goal_gate
         self.tool_schemas = self.tools.schemas()
         self.hooks = AgentHooks(spec, events)
+        # Rewind points before each turn and each mutating tool call (stagecrew/rewind).
+        self.rewind = RewindRecorder(spec, self.tools, events)
         self.ctx = ToolContext(
             workspace=Path(spec.workspace),
             hidden_env=frozenset(
@@ -114,6 +121,18 @@ class Agent:
         # Shipped defaults first: config and profile rules after them win (last match wins).
         self.permissions = PermissionChecker(
             [*DEFAULT_RULES, *spec.permissions], ask_policy=spec.ask_policy
+        )
+        # grep, glob, ls and apply_patch hold each path they find or touch to the same rules.
+        attach_path_policy(self.ctx, self.permissions)
+        # Build-mode bash runs under bubblewrap with these rules' deny paths masked or read-only.
+        from stagecrew.tools.base import SandboxPolicy
+
+        self.ctx.sandbox = SandboxPolicy.from_config(
+            spec.sandbox,
+            self.permissions,
+            notify=lambda text: self.events.emit(
+                Notice(actor_id=spec.actor_id, level="warning", text=text)
+            ),
         )
         self.ask_permission = ask_permission
         self.delta_interval_s = delta_interval_s
@@ -174,6 +193,7 @@ class Agent:
 
     async def _run(self) -> AgentResult:
         try:
+            self.rewind.before_turn()
             resumed = bool(self.messages)
             if not self.messages:
                 self.messages = self.context.initial_messages(self.spec.prompt)
@@ -510,7 +530,7 @@ class Agent:
                             text=f"repaired arguments of {call.name}: {repaired.note}",
                         )
                     )
-                result = await self._permitted_execute(call.name, repaired.arguments)
+                result = await self._permitted_execute(call.name, repaired.arguments, call.id)
                 if result.invalid_arguments:
                     format_error = result.content
         if format_error is not None:
@@ -566,12 +586,16 @@ class Agent:
             f"from {self.active_model.model}",
         )
 
-    async def _permitted_execute(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+    async def _permitted_execute(
+        self, name: str, arguments: dict[str, Any], call_id: str = ""
+    ) -> ToolResult:
         gate = await self.hooks.before_tool(name, arguments)
         if gate.result is not None:
             return gate.result
         arguments = gate.arguments if gate.arguments is not None else arguments
-        decision = self.permissions.check(name, arguments, self.ctx.workspace)
+        decision = self.permissions.check(
+            name, arguments, self.ctx.workspace, read_only=self._read_only_annotation(name)
+        )
         action = decision.action
         # A hook's allow answers an ask; its ask asks even where a rule allows; a deny rule
         # holds whatever a hook says.
@@ -588,8 +612,16 @@ class Agent:
                 else f"Permission denied by the person: {decision.reason}"
             )
             return ToolResult(content=message, is_error=True, metadata={"denied": True})
+        await self.rewind.before_tool(name, arguments, step=self.steps, call_id=call_id)
         result = await self.tools.execute(name, arguments, self.ctx)
         return await self.hooks.after_tool(name, arguments, result)
+
+    def _read_only_annotation(self, name: str) -> bool | None:
+        """A provider's tool (an MCP server's) says whether it only reads; the permission
+        check then holds its path arguments to the path rules. None for built-in tools, whose
+        arguments the checker knows."""
+        spec = self.tools.specs.get(name)
+        return None if spec is None or spec.provider == "builtin" else spec.read_only
 
     async def _ask(self, name: str, arguments: dict[str, Any], decision: Any) -> str:
         """Put an ``ask`` rule to the person; headless runs resolve it by policy."""

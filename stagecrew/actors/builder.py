@@ -333,6 +333,7 @@ def prepare_session(
         providers=providers,
         hooks=_hook_sources(config, workspace),
         tool_env_passthrough=list(config.tools.env_passthrough),
+        sandbox=config.sandbox,
         cc_index=config.memory.cc_index,
         **({"context_window": model_cfg.context_window} if model_cfg.context_window else {}),
     )

@@ -79,6 +79,7 @@ from stagecrew.messages import (
     Usage,
     UserInput,
 )
+from stagecrew.rewind.conversation import conversation_events
 
 if TYPE_CHECKING:
     from stagecrew.actors.spec import AgentSpec, EventSink
@@ -631,7 +632,7 @@ def history_from_events(envelopes: Iterable[Envelope]) -> SessionHistory:
     history = SessionHistory()
     primaries: set[str] = set()
     started = False
-    for env in envelopes:
+    for env in conversation_events(envelopes):  # what a `crew rewind --conversation` kept
         history.last_seq = max(history.last_seq, env.seq)
         body = env.body
         history.finished = body.kind == "session_finished"

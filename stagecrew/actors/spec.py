@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from stagecrew.actors.goal import GoalSpec
-from stagecrew.config import StuckConfig
+from stagecrew.config import SandboxConfig, StuckConfig
 from stagecrew.messages import (
     ActorRole,
     Message,
@@ -100,6 +100,8 @@ class AgentSpec(BaseModel):
     # Model key variables tool processes may still see (config ``tools.env_passthrough``);
     # every other one is removed from their environment.
     tool_env_passthrough: list[str] = []
+    # How bash is confined in build mode (config ``sandbox``); subagents inherit it.
+    sandbox: SandboxConfig = SandboxConfig()
     # Mirror Claude Code's project memory into the index (config ``memory.cc_index``).
     cc_index: bool = False
 

@@ -63,6 +63,7 @@ COMMANDS: dict[str, str] = {
     "/ps": "the session's actors: state, steps, tokens, cost",
     "/cancel": "cancel the running turn (Ctrl-C does the same)",
     "/memory": "the instruction files and memory this project's agents read",
+    "/rewind": "[POINT] list this session's rewind points, or put the files back to one",
     "/clear": "clear the screen and start a new session",
     "/exit": "end the session and quit (Ctrl-D too)",
 }
@@ -192,6 +193,33 @@ def help_rows(custom: Iterable[CustomCommand] = ()) -> list[tuple[str, str]]:
         shown = f"{command.slash} {command.argument_hint}".rstrip()
         rows.append((shown, f"{custom_meta(command)} · {command.label}".lstrip(" ·")))
     return rows
+
+
+def rewind_lines(workspace: Path, session: str | None, arg: str) -> list[str]:
+    """What ``/rewind`` shows: the session's points, or (``/rewind N``) the files put back to
+    point N, with the point that undoes it. The conversation stays as it is: ``crew rewind
+    --to N --conversation`` after the chat also cuts the transcript."""
+    from stagecrew.rewind import (
+        PointNotFound,
+        RewindError,
+        describe_restore,
+        format_points,
+        list_points,
+        restore_point,
+    )
+
+    try:
+        if not arg:
+            points = list_points(workspace, session)
+            if not points:
+                return ["[dim]no rewind points in this session yet[/dim]"]
+            return [_esc(row) for row in format_points(points)]
+        if not arg.isdigit():
+            return ["[red]/rewind takes a point number (see /rewind)[/red]"]
+        result = restore_point(workspace, int(arg), session=session)
+    except (PointNotFound, RewindError, OSError) as exc:
+        return [f"[red]{_esc(str(exc))}[/red]"]
+    return [f"[green]{_esc(describe_restore(result))}[/green]"]
 
 
 def memory_lines(workspace: Path, home: Path | None = None) -> list[str]:
@@ -848,6 +876,12 @@ class Chat:
                 self.show_actors(reply["actors"])
         elif cmd.name == "/cancel":
             self.cancel()
+        elif cmd.name == "/rewind":
+            if self.state.busy:
+                self.say("[yellow]the agent is working: cancel the turn first (Ctrl-C)[/yellow]")
+                return True
+            for line in rewind_lines(self.workspace, self.state.session, cmd.arg):
+                self.say(line)
         elif cmd.name == "/memory":
             for line in memory_lines(self.workspace):
                 self.say(line)

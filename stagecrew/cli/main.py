@@ -8,8 +8,10 @@ the supervisor over the control channel (see ``orchestrator.control``).
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Annotated
 
@@ -167,21 +169,57 @@ def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    model: ModelOption = None,
+    api_base: ApiBaseOption = None,
+    max_steps: MaxStepsOption = None,
+    agent: Annotated[str | None, typer.Option(help="Agent profile to start the chat with.")] = None,
+    permission_mode: Annotated[
+        str | None,
+        typer.Option("--permission-mode", help="What `ask` rules become: ask, allow or deny."),
+    ] = None,
+    address: AddressOption = None,
+    cwd: CwdOption = None,
 ) -> None:
     """Run `crew` to chat in this repository, `crew run "PROMPT"` for a headless session, or
-    `crew demo` to see it work."""
+    `crew demo` to see it work. The options before a command are the chat's (as
+    `claude --model`); before `run` or `resume` they are that command's defaults."""
+    options = {
+        "--model": model,
+        "--api-base": api_base,
+        "--agent": agent,
+        "--permission-mode": permission_mode,
+        "--address": address,
+    }
+    _check_option_text(options)
+    flags = _flags(model, api_base, max_steps, agent, address, ask_policy=permission_mode)
+    given = [name for name, value in {**options, "--max-steps": max_steps}.items() if value]
     if ctx.invoked_subcommand is None:
         # The chat needs a person at a terminal; piped or scripted, `crew` keeps printing help.
         if sys.stdin.isatty() and sys.stdout.isatty():
-            _preflight()
+            _preflight(cwd)
             from stagecrew.cli.chat import run_chat
 
-            raise typer.Exit(run_chat())
+            raise typer.Exit(run_chat(flags, cwd))
         typer.echo(ctx.get_help())
+        return
+    if (given or cwd) and ctx.invoked_subcommand not in ("run", "resume"):
+        shown = ", ".join(given + (["--cwd"] if cwd else []))
+        raise _err(f"{shown} before `{ctx.invoked_subcommand}` has no effect on it")
+    ctx.obj = {"flags": flags, "cwd": cwd}
+
+
+def _with_root(
+    ctx: typer.Context, flags: dict[str, object], cwd: Path | None
+) -> tuple[dict[str, object], Path | None]:
+    """A command's flags over the ones given before it (``crew --model M run …``)."""
+    root = ctx.obj or {}
+    merged = {k: v if v is not None else root.get("flags", {}).get(k) for k, v in flags.items()}
+    return merged, cwd if cwd is not None else root.get("cwd")
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     prompt: Annotated[
         str | None,
         typer.Argument(
@@ -276,8 +314,9 @@ def run(
     )
     # The prompt first (a usage error must not create anything), then the directories.
     text, goal = _read_prompt(prompt, prompt_file, goal, continuing=continue_)
-    _preflight(cwd, project="write" if continue_ else "create")
     flags = _flags(model, api_base, max_steps, agent, address, ask_policy=permission_mode)
+    flags, cwd = _with_root(ctx, flags, cwd)
+    _preflight(cwd, project="write" if continue_ else "create")
     if continue_:
         code = resume_session(
             None, text, flags, output_format.value, background=background, cwd=cwd
@@ -299,6 +338,7 @@ def run(
 
 @app.command()
 def resume(
+    ctx: typer.Context,
     session: Annotated[
         str | None, typer.Argument(help="Session id (default: this project's latest session).")
     ] = None,
@@ -321,8 +361,8 @@ def resume(
     _check_option_text(
         {"--model": model, "--api-base": api_base, "--agent": agent, "--address": address}
     )
+    flags, cwd = _with_root(ctx, _flags(model, api_base, max_steps, agent, address), cwd)
     _preflight(cwd, project="write")
-    flags = _flags(model, api_base, max_steps, agent, address)
     raise typer.Exit(
         resume_session(session, None, flags, output_format.value, background=background, cwd=cwd)
     )
@@ -374,11 +414,25 @@ def ps(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The live actor tree: state, elapsed, steps, tokens, cost, memory."""
-    from stagecrew.cli.runner import show_ps
+    import os
+
+    from rich.console import Console
+
+    from stagecrew.cli.render import actor_table
+    from stagecrew.orchestrator.control import ControlError
+    from stagecrew.orchestrator.runtime import RuntimeStartError, connect
 
     _preflight(project=None, home="read")
-
-    raise typer.Exit(show_ps(session, as_json))
+    try:
+        reply = connect(os.environ.get("RAY_ADDRESS"), start=False).ps(session)
+    except (ControlError, RuntimeStartError) as exc:
+        raise _err(str(exc), EXIT_FAILED) from None
+    if as_json:
+        print(json.dumps({"actors": reply["actors"], "sessions": reply["sessions"]}))
+        return
+    # Ids whole in any terminal: narrow ones lose columns, never a character of an id.
+    console = Console()
+    console.print(actor_table(reply["actors"], width=console.width))
 
 
 @app.command()
@@ -431,6 +485,56 @@ def kill(target: Annotated[str, typer.Argument(help="A session id or an actor id
 from stagecrew.cli.mcp_cmd import mcp_app  # noqa: E402
 
 app.add_typer(mcp_app, name="mcp")
+from stagecrew.cli.import_cmd import import_app  # noqa: E402
+
+app.add_typer(import_app, name="import")
+
+# `crew sessions|show|replay|fork|export` (stagecrew/cli/sessions_cmd.py).
+from stagecrew.cli import sessions_cmd  # noqa: E402
+
+sessions_cmd.register(app)
+
+# `crew doctor` (stagecrew/cli/doctor.py).
+from stagecrew.cli import doctor  # noqa: E402
+
+doctor.register(app)
+
+# `crew rewind` (stagecrew/cli/rewind_cmd.py).
+from stagecrew.cli import rewind_cmd  # noqa: E402
+
+rewind_cmd.register(app)
+
+
+# Loaded by typer's help renderer for a markup mode (Markdown, with markdown-it) and a
+# pretty-traceback feature crew does not use: about a quarter of what `crew --help` costs.
+HELP_UNUSED_MODULES = ("rich.markdown", "rich.traceback")
+
+
+class _LoadOnUse(types.ModuleType):
+    """A stand-in module whose names are classes that load the real module when called, so
+    a help-only process skips the import and any other use still gets the real thing."""
+
+    def __getattr__(self, attr: str) -> type:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        name = self.__name__
+
+        def create(cls: type, *args: object, **kwargs: object) -> object:
+            if sys.modules.get(name) is self:
+                del sys.modules[name]
+            real = importlib.import_module(name)
+            return getattr(real, attr)(*args, **kwargs)
+
+        return type(attr, (), {"__new__": create})
+
+
+def _skip_help_only_imports(argv: list[str]) -> None:
+    """When the command line asks for help (the process prints it and exits), stand in for
+    the modules help rendering imports but never uses."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    if "--help" in words:
+        for name in HELP_UNUSED_MODULES:
+            sys.modules.setdefault(name, _LoadOnUse(name))
 
 
 def main() -> None:
@@ -439,6 +543,7 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    _skip_help_only_imports(sys.argv[1:])
     try:
         app()
     except KeyboardInterrupt:

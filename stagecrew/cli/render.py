@@ -8,28 +8,51 @@ prints nothing until the end, then one result object.
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from stagecrew.messages import (
     ActorFailed,
     AssistantMessage,
+    CandidateFinished,
+    CheckpointWritten,
     Envelope,
+    HookRan,
+    JudgeVerdict,
     ModelDelta,
     ModelRetry,
     Notice,
     PermissionRequest,
+    ServiceEvent,
     SessionFinished,
     SessionStarted,
     ToolFinished,
     ToolStarted,
 )
+from stagecrew.sessions.events import describe, hook_level, retry_line, summarise_args
+
+# The terminal style of each level of ``stagecrew.sessions.events`` and of each line style of
+# ``stagecrew.sessions.text``.
+LINE_STYLES = {
+    "dim": "dim",
+    "info": "",
+    "ok": "green",
+    "warning": "yellow",
+    "error": "red",
+    "header": "dim",
+    "prompt": "bold cyan",
+    "finish-ok": "green",
+}
 
 
 def human_size(n: int) -> str:
@@ -38,21 +61,6 @@ def human_size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n:.1f} GB"
-
-
-def summarise_args(tool: str, raw: str, width: int = 90) -> str:
-    try:
-        args = json.loads(raw)
-    except (json.JSONDecodeError, TypeError):
-        return raw[:width]
-    if not isinstance(args, dict):
-        return raw[:width]
-    for key in ("command", "file_path", "pattern", "path", "url", "action", "prompt"):
-        if key in args:
-            text = str(args[key]).replace("\n", " ")
-            return text if len(text) <= width else text[: width - 1] + "…"
-    text = json.dumps(args)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 DIFF_TOOLS = ("edit", "apply_patch")
@@ -112,25 +120,79 @@ def diff_markup(line: str) -> str:
     return f"[dim]{text}[/dim]"
 
 
-def retry_line(retry: ModelRetry) -> str:
-    """A model retry as one line: ``⟳ primary model retry 2/4 in 1.2 s: <cause>``."""
-    who = f"{retry.role.value} model" if retry.role is not None else retry.model
-    line = (
-        f"⟳ {who} retry {retry.attempt}/{retry.max_attempts} in {retry.delay_s:.1f} s: "
-        f"{retry.message}"
+@dataclass(frozen=True)
+class Column:
+    """A column of a table that must fit the terminal. An ``id`` column is printed whole
+    (never wrapped or cut: ids are what people copy into ``crew cancel`` and ``crew show``);
+    ``drop`` orders the columns left out when the table is too wide (1 first), None keeps
+    the column and lets it wrap (always beyond ``max_width``)."""
+
+    header: str
+    id: bool = False
+    drop: int | None = None
+    justify: Literal["left", "right"] = "left"
+    # Wrap beyond this many cells (a long title must not push every other column out).
+    max_width: int | None = None
+
+
+def fitted_table(
+    columns: list[Column], rows: list[list[str]], width: int, title: str | None = None
+) -> Table:
+    """``rows`` as a table no wider than ``width``: columns are dropped in their ``drop``
+    order until the table fits at its natural width, and only then may the others wrap."""
+    keep = list(range(len(columns)))
+    droppable = sorted(
+        (i for i, c in enumerate(columns) if c.drop is not None), key=lambda i: columns[i].drop
     )
-    if retry.discard_partial:
-        line += " (the partial answer above is discarded)"
-    return line
+    # Measured unconstrained: a console as narrow as the terminal would cap the measure.
+    console = Console(width=100_000, file=io.StringIO())
+
+    def build(indices: list[int]) -> Table:
+        table = Table(title=title)
+        for i in indices:
+            col = columns[i]
+            widest = max([cell_len(col.header), *(cell_len(row[i]) for row in rows)])
+            table.add_column(
+                col.header,
+                justify=col.justify,
+                no_wrap=col.id,
+                min_width=widest if col.id else None,
+                max_width=None if col.id else col.max_width,
+                overflow="fold",
+            )
+        for row in rows:
+            table.add_row(*(row[i] for i in indices))
+        return table
+
+    table = build(keep)
+    while droppable and Measurement.get(console, console.options, table).maximum > width:
+        keep.remove(droppable.pop(0))
+        table = build(keep)
+    return table
 
 
-def actor_table(rows: list[dict[str, Any]], title: str = "stagecrew actors") -> Table:
-    """The ``ps`` rows as a table (the same columns as ``crew ps``)."""
-    table = Table(title=title)
-    for col in ("actor", "role", "parent", "state", "elapsed", "steps", "tokens", "cost", "RSS"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(
+# In 80 columns: actor, role, state, elapsed, steps, tokens (the parent id is the widest
+# cell after the actor's own, and the tree is still readable from the ids).
+ACTOR_COLUMNS = [
+    Column("actor", id=True),
+    Column("role", drop=7),
+    Column("parent", id=True, drop=2),
+    Column("state"),
+    Column("elapsed", drop=6, justify="right"),
+    Column("steps", drop=4, justify="right"),
+    Column("tokens", drop=5, justify="right"),
+    Column("cost", drop=3, justify="right"),
+    Column("RSS", drop=1, justify="right"),
+]
+
+
+def actor_table(
+    rows: list[dict[str, Any]], title: str = "stagecrew actors", width: int | None = None
+) -> Table:
+    """The ``ps`` rows as a table (the columns of ``crew ps``) that fits ``width`` (the
+    terminal's by default) with every actor id whole."""
+    cells = [
+        [
             row["actor_id"],
             row["role"],
             row["parent"] or "",
@@ -140,8 +202,29 @@ def actor_table(rows: list[dict[str, Any]], title: str = "stagecrew actors") -> 
             f"{row['tokens']:,}",
             f"${row['cost_usd']:.4f}",
             human_size(row["rss_bytes"]) if row["rss_bytes"] else "",
-        )
-    return table
+        ]
+        for row in rows
+    ]
+    return fitted_table(ACTOR_COLUMNS, cells, width or Console().width, title=title)
+
+
+def styled(text: str, level: str) -> str:
+    """``text`` as rich markup in the style of its level (escaped: logs hold any text)."""
+    style = LINE_STYLES.get(level, "")
+    return f"[{style}]{escape(text)}[/{style}]" if style else escape(text)
+
+
+SIDE_EVENTS = (JudgeVerdict, CandidateFinished, CheckpointWritten, HookRan, ServiceEvent)
+
+
+def _quiet_live(body: Any) -> bool:
+    """Events too routine for the live view (``crew show`` lists them all): a hook that passed
+    without a word, a service starting or stopping on schedule."""
+    if isinstance(body, HookRan):
+        return hook_level(body) == "dim"
+    if isinstance(body, ServiceEvent):
+        return body.state in ("starting", "stopped")
+    return False
 
 
 class TextRenderer:
@@ -182,6 +265,14 @@ class TextRenderer:
         if self.in_text:
             self.console.print()
             self.in_text = False
+
+    def _side_event(self, body: Any) -> None:
+        """Judge verdicts, Max Mode candidates, checkpoints, hooks and services: the line
+        ``crew show`` gives them too."""
+        line = describe(body)
+        if line is not None:
+            self._end_text()
+            self.console.print(styled(line.text, line.level))
 
     def handle(self, env: Envelope) -> None:
         body = env.body
@@ -227,6 +318,9 @@ class TextRenderer:
             self._end_text()
             style = {"info": "dim", "warning": "yellow", "error": "red"}[body.level]
             self.console.print(f"[{style}]• {escape(body.text)}[/{style}]")
+        elif isinstance(body, SIDE_EVENTS):
+            if not _quiet_live(body):
+                self._side_event(body)
         elif isinstance(body, PermissionRequest):
             self._end_text()
             self.console.print(

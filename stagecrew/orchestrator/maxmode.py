@@ -164,6 +164,7 @@ class MaxModeResult(BaseModel):
     apply_method: str | None = None
     exact: bool | None = None  # the tree's change is byte-for-byte the winner's patch
     snapshot_id: str | None = None  # rewind point taken before applying
+    rewind_point: int | None = None  # the same, in the rewind store: `crew rewind --to` it
     reason: str = ""
     judged: bool = False
     shown_order: list[str] = []
@@ -394,6 +395,7 @@ class MaxModeRun:
         if selection.winner is None:
             return StopReason.ERROR, "", "No candidate produced a patch; nothing was applied."
         winner = next(c for c in candidates if c.id == selection.winner)
+        result.rewind_point = await self._rewind_point(f"before applying {winner.id}'s patch")
         try:
             applied = await asyncio.to_thread(
                 apply_patch_to,
@@ -411,9 +413,14 @@ class MaxModeRun:
         result.apply_method, result.exact = applied.method, applied.exact
         result.snapshot_id = applied.snapshot_id
         merged = "" if applied.exact else " (merged around your own edits to the same files)"
+        undo = (
+            f"rewind point {result.rewind_point} (crew rewind --to {result.rewind_point})"
+            if result.rewind_point is not None
+            else f"rewind snapshot {applied.snapshot_id}"
+        )
         await self._notice(
             f"applied {winner.id}'s patch to your working tree{merged}; your tree from before "
-            f"is rewind snapshot {applied.snapshot_id}",
+            f"is {undo}",
             "info" if selection.any_passed else "warning",
         )
         summary = self._summary(result, winner)
@@ -423,8 +430,25 @@ class MaxModeRun:
             StopReason.ERROR,
             summary,
             f"No candidate passed verification; the judge's choice {winner.id} was applied "
-            f"anyway. Review it, or rewind to snapshot {applied.snapshot_id}.",
+            f"anyway. Review it, or rewind to snapshot {applied.snapshot_id}"
+            + (f" (crew rewind --to {result.rewind_point})." if result.rewind_point else "."),
         )
+
+    async def _rewind_point(self, label: str) -> int | None:
+        """A point of the person's tree in the rewind store, so ``crew rewind`` lists and
+        restores it like any other; a failure is a warning (the snapshot ``apply_patch_to``
+        takes still protects the tree)."""
+        from stagecrew.oneline import one_line
+        from stagecrew.rewind import take_point
+
+        try:
+            point = await asyncio.to_thread(
+                take_point, self.workspace, session=self.sid, tool="maxmode", label=label
+            )
+        except Exception as exc:
+            await self._notice(f"no rewind point before applying: {one_line(exc)}", "warning")
+            return None
+        return point.id
 
     def _create_worktree(self, slot: _Slot) -> None:
         from stagecrew.orchestrator.eventlog import ensure_state_ignored
@@ -690,7 +714,12 @@ class MaxModeRun:
         lines = [
             f"Applied {winner.id}'s patch ({winner.changed_lines} changed line(s), "
             f"model {winner.model}). {result.reason}",
-            f"Rewind: snapshot {result.snapshot_id} holds your tree from before.",
+            f"Rewind: snapshot {result.snapshot_id} holds your tree from before"
+            + (
+                f" (crew rewind --to {result.rewind_point})."
+                if result.rewind_point is not None
+                else "."
+            ),
             "Candidates:",
         ]
         lines += [f"- {self._candidate_line(r)}" for r in result.candidates]

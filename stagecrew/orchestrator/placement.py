@@ -51,6 +51,8 @@ async def place_remotely(
 
 async def bring_back_patch(hub: EventHub, session: SessionRuntime) -> None:
     """The remote agent's work, as a patch applied to the person's tree (after a snapshot)."""
+    from stagecrew.oneline import one_line
+    from stagecrew.rewind import take_point
     from stagecrew.tools.worktrees import apply_patch_to
 
     assert session.remote_node and session.remote_path and session.remote_base
@@ -61,12 +63,26 @@ async def bring_back_patch(hub: EventHub, session: SessionRuntime) -> None:
     await remove_task.remote(session.remote_path)
     loop = asyncio.get_running_loop()
     try:
+        point = await loop.run_in_executor(
+            None,
+            partial(
+                take_point,
+                session.workspace,
+                session=session.session,
+                tool="remote patch",
+                label=f"before applying the patch from node {session.remote_node[:12]}",
+            ),
+        )
+        undo = f"rewind point {point.id}: crew rewind --to {point.id}"
+    except Exception as exc:  # the snapshot apply_patch_to takes still protects the tree
+        undo = f"no rewind point: {one_line(exc)}"
+    try:
         applied = await loop.run_in_executor(
             None, partial(apply_patch_to, Path(session.workspace), patch, label="remote work")
         )
         text = (
             f"applied the patch from node {session.remote_node[:12]} "
-            f"({len(patch.encode()):,} bytes; rewind snapshot {applied.snapshot_id})"
+            f"({len(patch.encode()):,} bytes; rewind snapshot {applied.snapshot_id}; {undo})"
         )
         await hub.emit(session, Notice(text=text))
     except Exception as exc:

@@ -15,9 +15,10 @@ import functools
 import json
 import os
 import signal
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -77,6 +78,72 @@ class ProcessRegistry:
         return killed
 
 
+class PathFilter(Protocol):
+    """The agent's path rules as tools apply them to what they find (``permissions.PathPolicy``
+    fits): which found paths to show, why one is withheld, whether a path may be written.
+    A protocol so this contract module need not import the policy engine."""
+
+    def filter(
+        self, tool: str, paths: Iterable[str], workspace: Path, *, contents: bool
+    ) -> tuple[list[str], list[tuple[str, Any]]]: ...
+
+    def withheld(self, tool: str, path: str, workspace: Path, *, contents: bool) -> Any: ...
+
+    def denied(self, tool: str, path: str, workspace: Path) -> Any: ...
+
+
+class PathRules(Protocol):
+    """The permission checker as the build sandbox sees it (``permissions.PermissionChecker``
+    fits): its rules, to find the deny rules that name paths, and its decision for one path.
+    A protocol so this contract module need not import the policy engine."""
+
+    @property
+    def rules(self) -> Sequence[Any]: ...
+
+    def check(
+        self, tool_name: str, arguments: Mapping[str, Any] | None, workspace: Path
+    ) -> Any: ...
+
+
+SandboxMode = Literal["auto", "off", "required"]
+NetworkMode = Literal["allow", "deny", "loopback"]
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """How bash runs when the agent may write (``sandbox.py`` turns it into a bwrap argv).
+
+    ``mode``: ``auto`` confines commands where bubblewrap works and runs them plainly (with one
+    notice) where it does not; ``required`` refuses to run them without it; ``off`` never
+    confines. ``rules`` are the agent's permission rules: their deny paths are masked or made
+    read-only for every command, so a path rule holds whatever the command line looks like.
+    ``notify`` tells the person something once (that bash runs without a sandbox).
+    """
+
+    mode: SandboxMode = "auto"
+    network: NetworkMode = "allow"
+    # Paths commands may write besides the workspace and the private /tmp (``~`` expands).
+    writable: tuple[str, ...] = ()
+    rules: PathRules | None = None
+    notify: Callable[[str], None] | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        rules: PathRules | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> SandboxPolicy:
+        """From ``config.SandboxConfig`` (anything with ``mode``, ``network``, ``writable``)."""
+        return cls(
+            mode=config.mode,
+            network=config.network,
+            writable=tuple(config.writable),
+            rules=rules,
+            notify=notify,
+        )
+
+
 @dataclass
 class ToolContext:
     """Everything a tool may touch. One per agent; ``cwd`` persists between bash calls."""
@@ -87,6 +154,12 @@ class ToolContext:
     # Variables tool processes must not see (the session's model keys).
     hidden_env: frozenset[str] = frozenset()
     read_only: bool = False
+    # How bash is confined when not read-only; None: it runs unconfined (tools used directly,
+    # outside an agent). The agent always sets one from its config and permission rules.
+    sandbox: SandboxPolicy | None = None
+    # The agent's path rules, for tools that filter what they find (grep, glob, ls) or check
+    # each path they touch (apply_patch); None outside an agent (tests, scripts).
+    path_policy: PathFilter | None = None
     session_dir: Path | None = None
     agent_id: str = "agent"
     processes: ProcessRegistry = field(default_factory=ProcessRegistry)

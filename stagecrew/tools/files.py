@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from stagecrew.tools.base import Tool, ToolContext, ToolResult, WorkspaceError
 from stagecrew.tools.paths import (
+    DirEntry,
     describe_os_error,
     display_path,
     read_if_exists,
@@ -35,6 +36,7 @@ from stagecrew.tools.paths import (
     safe_unlink,
     safe_write_bytes,
 )
+from stagecrew.tools.permissions import path_policy, withheld_note
 
 READ_DEFAULT_LIMIT = 2000
 READ_MAX_LINE = 2000
@@ -893,6 +895,23 @@ def _commit_plan(ctx: ToolContext, plan: _Plan) -> None:
         raise
 
 
+def _check_patch_paths(ctx: ToolContext, ops: list[FileOp]) -> None:
+    """Every file the parsed patch touches, as this parser read it, against the deny rules.
+
+    The agent checked the call before it ran, with ``permissions.patch_paths``; this second
+    look, on the very paths about to be written, means a header the two read differently can
+    never carry a write past ``deny edit(...)``.
+    """
+    policy = path_policy(ctx)
+    if policy is None:
+        return
+    for op in ops:
+        for path in (op.path, op.move_to):
+            denied = policy.denied("apply_patch", path, ctx.workspace) if path else None
+            if denied is not None:
+                raise PatchError(denied.message)
+
+
 def apply_patch_sync(
     ctx: ToolContext, patch: str, *, after_verify: Callable[[], None] | None = None
 ) -> ToolResult:
@@ -903,6 +922,7 @@ def apply_patch_sync(
     """
     try:
         ops = parse_patch(patch)
+        _check_patch_paths(ctx, ops)
         plan = _plan_patch(ctx, ops)
     except PatchError as exc:
         return _error(f"Patch not applied (nothing was changed): {exc}")
@@ -974,6 +994,7 @@ def _ls_sync(args: LsArgs, ctx: ToolContext) -> ToolResult:
         for e in safe_listdir(ctx, path)
         if e.name != ".git" and not any(rx.match(e.name) for rx in ignores)
     ]
+    entries, note = _policy_filtered_entries(ctx, path, entries)
     entries.sort(key=lambda e: e.name)
     lines: list[str] = []
     for e in entries[:LS_LIMIT]:
@@ -984,15 +1005,28 @@ def _ls_sync(args: LsArgs, ctx: ToolContext) -> ToolResult:
         else:
             lines.append(f"{e.name}  ({human_size(e.size)})")
     header = f"{shown}/ ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'})"
+    tail = f"\n{note}" if note else ""
     if not entries:
-        return ToolResult(content=f"{header}: empty directory", metadata={"count": 0})
+        return ToolResult(content=f"{header}: empty directory{tail}", metadata={"count": 0})
     body = "\n".join(lines)
     if len(entries) > LS_LIMIT:
         body += (
             f"\n... {len(entries) - LS_LIMIT} more entries not shown (listing is capped at "
             f"{LS_LIMIT}); use glob with a pattern or ls a subdirectory."
         )
-    return ToolResult(content=f"{header}\n{body}", metadata={"count": len(entries)})
+    return ToolResult(content=f"{header}\n{body}{tail}", metadata={"count": len(entries)})
+
+
+def _policy_filtered_entries(
+    ctx: ToolContext, directory: Path, entries: list[DirEntry]
+) -> tuple[list[DirEntry], str | None]:
+    """The entries the permission rules let ``ls`` show (a denied path is not even named)."""
+    policy = path_policy(ctx)
+    if policy is None:
+        return entries, None
+    by_path = {display_path(ctx, directory / e.name): e for e in entries}
+    kept, withheld = policy.filter("ls", by_path, ctx.workspace, contents=False)
+    return [by_path[p] for p in kept], withheld_note(withheld)
 
 
 class Ls(Tool):
@@ -1041,17 +1075,22 @@ def _glob_sync(args: GlobArgs, ctx: ToolContext) -> ToolResult:
         return _error("pattern is empty; e.g. '**/*.py'")
     rx = compile_glob(pattern)
     listing = list_files(base)
+    prefix = "" if shown == "." else shown + "/"
     matched = [p for p in listing.paths if rx.match(p) and os.path.lexists(base / p)]
+    matched, withheld = _policy_filtered_paths(ctx, "glob", prefix, matched)
     matched = sort_newest_first(matched, base)
     total = len(matched)
-    prefix = "" if shown == "." else shown + "/"
     out = [prefix + p for p in matched[:GLOB_LIMIT]]
     if not out:
         note = " (files ignored by .gitignore are not searched)" if listing.used_git else ""
         return ToolResult(
-            content=f"No files match {args.pattern!r} in {shown}{note}.", metadata={"count": 0}
+            content=f"No files match {args.pattern!r} in {shown}{note}."
+            + (f"\n{withheld}" if withheld else ""),
+            metadata={"count": 0},
         )
     content = "\n".join(out)
+    if withheld:
+        content += f"\n{withheld}"
     if total > GLOB_LIMIT:
         content += (
             f"\n(showing the {GLOB_LIMIT} most recently modified of {total} matches; use a more "
@@ -1060,6 +1099,18 @@ def _glob_sync(args: GlobArgs, ctx: ToolContext) -> ToolResult:
     if listing.truncated:
         content += f"\n(the directory walk stopped after {WALK_LIMIT} files)"
     return ToolResult(content=content, metadata={"count": total})
+
+
+def _policy_filtered_paths(
+    ctx: ToolContext, tool: str, prefix: str, paths: list[str]
+) -> tuple[list[str], str | None]:
+    """``paths`` (relative to the searched directory, whose workspace-relative spelling is
+    ``prefix``) without those the permission rules keep from ``tool``, and a note saying so."""
+    policy = path_policy(ctx)
+    if policy is None:
+        return paths, None
+    kept, withheld = policy.filter(tool, (prefix + p for p in paths), ctx.workspace, contents=False)
+    return [p[len(prefix) :] for p in kept], withheld_note(withheld)
 
 
 class Glob(Tool):

@@ -36,6 +36,7 @@ from stagecrew.tools.files import (
 )
 from stagecrew.tools.lifetime import die_with_parent_argv
 from stagecrew.tools.paths import display_path, resolve_path, safe_read_bytes
+from stagecrew.tools.permissions import path_policy, withheld_note
 from stagecrew.tools.shell import tool_subprocess_env
 
 # Set to False to force the Python fallback even where rg exists (tests, debugging).
@@ -190,6 +191,7 @@ class SearchResult:
     partial: str | None = None  # why the search stopped early, if it did
     warning: str | None = None
     backend: str = "rg"
+    withheld: str | None = None  # what the permission rules left out, for the model
 
 
 class SearchError(Exception):
@@ -608,6 +610,8 @@ def _render(ctx: ToolContext, args: GrepArgs, result: SearchResult) -> ToolResul
             f"(output cut at {OUTPUT_LIMIT} characters; {omitted} more lines not shown. Narrow "
             "the search with path, glob, type or head_limit)"
         )
+    if result.withheld:
+        notes.append(result.withheld)
     if result.partial:
         notes.append(f"({result.partial}; results are incomplete)")
     if result.warning:
@@ -626,10 +630,37 @@ async def grep_search(args: GrepArgs, ctx: ToolContext) -> SearchResult:
     target = resolve_path(ctx, args.path or ".", must_exist=True)
     env = tool_subprocess_env(ctx.env, ctx.hidden_env)
     rg = find_rg(env)
+    rel = display_path(ctx, target)
     if rg is not None:
-        rel = display_path(ctx, target)
-        return await _search_rg(rg, args, ctx, rel, env)
-    return await asyncio.to_thread(_search_python, ctx, target, args)
+        result = await _search_rg(rg, args, ctx, rel, env)
+    else:
+        result = await asyncio.to_thread(_search_python, ctx, target, args)
+    return _apply_path_policy(ctx, result, rel)
+
+
+def _apply_path_policy(ctx: ToolContext, result: SearchResult, searched: str) -> SearchResult:
+    """Drop every file the permission rules keep from grep, in every output mode.
+
+    The call was checked for its ``path`` (``searched``); a directory search also finds files
+    the rules protect (``.env`` under ``deny read(.env)``, or under the default ``ask``), and a
+    match (or even its count, or its file's name among the matches) tells what is inside.
+    Nobody can be asked in the middle of a search, so an ``ask`` withholds the file too (the
+    note names it, and a grep with it as the path asks) -- unless the search itself needed
+    the question, which someone then answered for everything under it.
+    """
+    policy = path_policy(ctx)
+    if policy is None:
+        return result
+    asked = policy.withheld("grep", searched, ctx.workspace, contents=True) is not None
+    found = [p for p in [*result.files, *result.hits] if p != searched]
+    _kept, withheld = policy.filter("grep", found, ctx.workspace, contents=not asked)
+    if not withheld:
+        return result
+    hidden = {path for path, _ in withheld}
+    result.files = [p for p in result.files if p not in hidden]
+    result.hits = {p: h for p, h in result.hits.items() if p not in hidden}
+    result.withheld = withheld_note(withheld)
+    return result
 
 
 class Grep(Tool):

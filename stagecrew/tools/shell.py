@@ -4,7 +4,9 @@ Every command runs in its own session (process group) registered in ``ctx.proces
 timeout, a cancelled agent or ``kill_shell`` can take down the whole tree it started, not just
 the shell. The working directory persists between calls like a terminal's, but never outside
 the workspace. In read-only (plan) mode a command only runs through the sandbox module's argv
-(bubblewrap or an allowlist); if that module is missing or refuses, nothing runs.
+(bubblewrap or an allowlist); if that module is missing or refuses, nothing runs. In build mode
+it runs under the agent's ``ctx.sandbox`` (bubblewrap with the workspace writable and the deny
+rules' paths masked or read-only; see ``sandbox.py``) where bubblewrap works.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -32,11 +34,15 @@ from stagecrew.tools.base import Tool, ToolContext, ToolResult
 from stagecrew.tools.lifetime import die_with_parent_argv
 from stagecrew.tools.paths import is_within
 
+if TYPE_CHECKING:
+    from stagecrew.tools.sandbox import BuildSandbox
+
 DEFAULT_TIMEOUT_MS = 120_000
 MAX_TIMEOUT_MS = 600_000
 OUTPUT_LIMIT = 30_000
 KILL_GRACE_S = 1.0  # between SIGTERM and SIGKILL
 DRAIN_GRACE_S = 1.0  # how long output may keep flowing after the shell itself exited
+_FAST_POLL_S = 0.05  # how long a command's exit is polled every millisecond
 BASH = "/bin/bash"
 
 
@@ -143,16 +149,20 @@ async def _wait_exit(proc: Any, timeout: float) -> bool:
 
     Not ``proc.wait()``: since 3.11.x that also waits for the pipes to close, which a
     ``server &`` holding stdout would delay until the timeout. ``returncode`` is set as soon as
-    the child watcher sees the exit, so poll it (briefly at first, so quick commands stay quick).
+    the child watcher sees the exit, so poll it: every millisecond for the first
+    ``_FAST_POLL_S`` (a doubling delay would see a 4 ms command, bash under the sandbox, only
+    at 6 or 14 ms), then less and less often.
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.002
+    started = time.monotonic()
+    deadline = started + timeout
+    delay = 0.001
     while proc.returncode is None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             return False
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.05)
+        await asyncio.sleep(min(delay, deadline - now))
+        if now - started > _FAST_POLL_S:
+            delay = min(delay * 2, 0.05)
     return True
 
 
@@ -253,13 +263,20 @@ def _adopt_cwd(ctx: ToolContext, reported: str) -> str | None:
 
 
 class SandboxUnavailable(Exception):
-    """Read-only mode and no way to confine the command: it must not run."""
+    """No acceptable way to confine the command (read-only mode, or ``sandbox.mode:
+    required``): it must not run."""
+
+
+def _sandbox_module() -> Any:
+    """The sandbox module, loaded on first use; its failure to load is reported, not raised
+    (a command must then refuse to run, never run unconfined by accident)."""
+    return importlib.import_module("stagecrew.tools.sandbox")
 
 
 def readonly_command_argv(command: str, ctx: ToolContext) -> list[str]:
     """Ask ``stagecrew.tools.sandbox`` for the confined argv; never fall back to running freely."""
     try:
-        sandbox = importlib.import_module("stagecrew.tools.sandbox")
+        sandbox = _sandbox_module()
     except Exception as exc:
         raise SandboxUnavailable(
             "bash is not available in read-only (plan) mode here: the sandbox could not be "
@@ -278,6 +295,64 @@ def readonly_command_argv(command: str, ctx: ToolContext) -> list[str]:
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
         raise SandboxUnavailable("the read-only sandbox returned no command; nothing was run")
     return argv
+
+
+def build_confinement(ctx: ToolContext, env: Mapping[str, str]) -> BuildSandbox | None:
+    """The build-mode sandbox for one command, or None to run it plainly (no policy, mode
+    ``off``, or no bubblewrap under ``auto``). A sandbox that cannot be set up refuses the
+    command: the person chose to confine commands, so none runs unconfined by accident.
+    Blocking: call it off the event loop."""
+    if ctx.sandbox is None or ctx.sandbox.mode == "off":
+        return None
+    try:
+        sandbox = _sandbox_module()
+    except Exception as exc:
+        raise SandboxUnavailable(_setup_failed("loaded", exc)) from exc
+    try:
+        confine: BuildSandbox | None = sandbox.build_sandbox(ctx, env)
+    except sandbox.SandboxMissing as exc:
+        raise SandboxUnavailable(str(exc)) from exc
+    except Exception as exc:
+        raise SandboxUnavailable(_setup_failed("set up", exc)) from exc
+    return confine
+
+
+def _setup_failed(what: str, exc: Exception) -> str:
+    return (
+        f"the sandbox could not be {what} ({type(exc).__name__}: {exc}); the command was not "
+        "run (sandbox.mode: off runs commands without it)"
+    )
+
+
+_EROFS = "Read-only file system"
+
+
+def _sandbox_hint(output: str, code: int) -> str | None:
+    """Why a sandboxed command failed on a read-only path, for the model to adapt (tools
+    that write their own files outside the workspace fail under the sandbox)."""
+    if code == 0 or _EROFS not in output:
+        return None
+    return (
+        "[sandbox: only the workspace and /tmp are writable (not .git/hooks, .git/config, "
+        ".stagecrew, .claude, or paths under deny rules); sandbox.writable in the config adds "
+        "paths]"
+    )
+
+
+def _traced_argv(command: str, cwd: Path, confine: BuildSandbox | None) -> tuple[list[str], str]:
+    """``bash -c command`` with an EXIT trap that writes the final working directory to a
+    marker file, and that file's host path. Under the sandbox the marker lives in the
+    agent's private /tmp, the one place outside the workspace the command may write."""
+    fd, pwd_file = tempfile.mkstemp(
+        prefix="sc-pwd-", dir=confine.tmp_dir if confine is not None else None
+    )
+    os.close(fd)
+    seen_as = confine.inside(Path(pwd_file)) if confine is not None else pwd_file
+    # An EXIT trap also runs after `exit N` and syntax errors; a command that replaces it
+    # (or execs) just leaves the working directory where it was.
+    trap = f'__sc_ec=$?; printf %s "$PWD" > {shlex.quote(seen_as)}; exit $__sc_ec'
+    inner = [BASH, "-c", f"trap {shlex.quote(trap)} EXIT\n{command}"]
+    return (confine.argv(inner, cwd) if confine is not None else inner), pwd_file
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,19 +393,16 @@ async def run_foreground(ctx: ToolContext, command: str, timeout_s: float) -> To
     cwd, cwd_note = _effective_cwd(ctx)
     env = _command_env(ctx)
     pwd_file: str | None = None
-    if ctx.read_only:
-        try:
-            # The sandbox may probe bwrap on first use; keep that off the event loop.
+    confine: BuildSandbox | None = None
+    try:
+        # The sandbox may probe bwrap and walk the workspace; keep that off the event loop.
+        if ctx.read_only:
             argv = await asyncio.to_thread(readonly_command_argv, command, ctx)
-        except SandboxUnavailable as exc:
-            return ToolResult(content=str(exc), is_error=True)
-    else:
-        fd, pwd_file = tempfile.mkstemp(prefix="sc-pwd-")
-        os.close(fd)
-        # An EXIT trap also runs after `exit N` and syntax errors; a command that replaces it
-        # (or execs) just leaves the working directory where it was.
-        trap = f'__sc_ec=$?; printf %s "$PWD" > {shlex.quote(pwd_file)}; exit $__sc_ec'
-        argv = [BASH, "-c", f"trap {shlex.quote(trap)} EXIT\n{command}"]
+        else:
+            confine = await asyncio.to_thread(build_confinement, ctx, env)
+            argv, pwd_file = _traced_argv(command, cwd, confine)
+    except SandboxUnavailable as exc:
+        return ToolResult(content=str(exc), is_error=True)
     argv, preexec = die_with_parent_argv(argv)
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -405,6 +477,9 @@ async def run_foreground(ctx: ToolContext, command: str, timeout_s: float) -> To
         )
     else:
         parts.append(_status_line(code))
+        hint = _sandbox_hint(output, code) if confine is not None else None
+        if hint:
+            parts.append(hint)
     if leftovers:
         parts.append(
             "[background processes it started kept the output open and were stopped; use "
@@ -420,6 +495,7 @@ async def run_foreground(ctx: ToolContext, command: str, timeout_s: float) -> To
             "duration_s": round(elapsed, 3),
             "cwd": str(ctx.cwd),
             "output_bytes": capture.total,
+            "sandboxed": confine is not None or ctx.read_only,
         },
     )
 
@@ -444,8 +520,13 @@ def _jobs(ctx: ToolContext) -> dict[str, BackgroundJob]:
     return jobs
 
 
-def _start_background(ctx: ToolContext, command: str) -> ToolResult:
+async def _start_background(ctx: ToolContext, command: str) -> ToolResult:
     cwd, cwd_note = _effective_cwd(ctx)
+    env = _command_env(ctx)
+    try:
+        confine = await asyncio.to_thread(build_confinement, ctx, env)
+    except SandboxUnavailable as exc:
+        return ToolResult(content=str(exc), is_error=True)
     seq = int(ctx.state.get("bash_job_seq", 0)) + 1
     ctx.state["bash_job_seq"] = seq
     job_id = f"bash_{seq}"
@@ -456,8 +537,11 @@ def _start_background(ctx: ToolContext, command: str) -> ToolResult:
     log_dir.mkdir(parents=True, exist_ok=True)
     agent = re.sub(r"[^A-Za-z0-9_.-]", "_", ctx.agent_id)
     log_path = log_dir / f"{agent}-{job_id}-{secrets.token_hex(3)}.log"
+    inner = [BASH, "-c", command]
     try:
-        argv, preexec = die_with_parent_argv([BASH, "-c", command])
+        argv, preexec = die_with_parent_argv(
+            confine.argv(inner, cwd) if confine is not None else inner
+        )
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
                 argv,
@@ -465,7 +549,7 @@ def _start_background(ctx: ToolContext, command: str) -> ToolResult:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
-                env=_command_env(ctx),
+                env=env,
                 start_new_session=True,
                 preexec_fn=preexec,
             )
@@ -494,9 +578,11 @@ class Bash(Tool):
         f"{OUTPUT_LIMIT:,} characters is cut in the middle. A non-zero exit code is reported, "
         "not treated as a failure. stdin is closed: never run interactive commands. Set "
         "run_in_background for servers and watchers, then use bash_output and kill_shell. "
-        "Prefer read/grep/glob/ls/edit over cat/grep/find/sed. In read-only (plan) mode "
-        "commands run in a sandbox that cannot change files (a `cd` does not persist there) and "
-        "background jobs are refused."
+        "Prefer read/grep/glob/ls/edit over cat/grep/find/sed. Where the sandbox is on, "
+        "commands can write only the workspace and /tmp (not .git/hooks, .git/config or paths "
+        "the permission rules protect), and a `cmd &` ends with the call. In read-only (plan) "
+        "mode commands run in a sandbox that cannot change files (a `cd` does not persist "
+        "there) and background jobs are refused."
     )
     Args = BashArgs
     # In read-only mode it runs only through the sandbox (or not at all); see run().
@@ -509,7 +595,7 @@ class Bash(Tool):
                     content="run_in_background is not allowed in read-only (plan) mode.",
                     is_error=True,
                 )
-            return _start_background(ctx, args.command)
+            return await _start_background(ctx, args.command)
         timeout_ms = args.timeout or DEFAULT_TIMEOUT_MS
         result = await run_foreground(ctx, args.command, timeout_ms / 1000)
         if args.description:

@@ -13,6 +13,13 @@ fall back to a crude tokenizer and mark every command ``unparseable``: callers m
 the command as the strictest case, because the structure we report may not be what bash runs.
 Anything whose *name* is only known at run time (``$cmd``, ``$(echo rm) x``, ``sh`` reading a
 script from stdin) is marked ``unparseable`` too, for the same reason.
+
+The wrappers known here are the common ones (``setsid``, ``flock``, ``script -c``, ``su -c``,
+``watch``, ``ssh host cmd``, ``parallel`` …). A list of wrappers is never complete, so the
+permission checker does not rely on it alone: a deny rule also matches from any word of a
+command that names the denied program (see ``stagecrew.tools.permissions``). Knowing a wrapper
+here still matters for ``ask`` and ``allow`` rules and for plan mode, which refuses wrappers it
+cannot vouch for.
 """
 
 from __future__ import annotations
@@ -29,20 +36,21 @@ import bashlex
 __all__ = [
     "SHELLS",
     "WRAPPERS",
+    "GitCall",
     "ParsedCommand",
     "Redirect",
     "SimpleCommand",
+    "git_call",
     "git_canonical",
     "split_command",
     "unquote",
 ]
 
-# Commands that run another command given as their remaining arguments.
-WRAPPERS = frozenset(
-    {"sudo", "env", "timeout", "nice", "nohup", "xargs", "command", "time", "exec", "stdbuf"}
-)
 # Shells whose ``-c`` string is parsed recursively (and which read a script from stdin without).
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "posh"})
+SHELLS = frozenset(
+    {"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "posh", "rbash", "yash", "fish", "csh",
+     "tcsh"}
+)  # fmt: skip
 
 # ``sh -c "sh -c '…'"`` nests; past this depth we stop looking and call it unparseable.
 _MAX_DEPTH = 6
@@ -608,21 +616,60 @@ def _from_argv(
 
 
 _GIT_GLOBAL_WITH_ARG = frozenset(
-    {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--attr-source", "--super-prefix"}
-)
+    {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--attr-source", "--super-prefix",
+     "--config-env"}
+)  # fmt: skip
+
+
+@dataclass
+class GitCall:
+    """A git command line as git reads it: the global options, then the subcommand.
+
+    ``config`` holds ``-c name=value`` settings by lower-cased name (``-c name`` alone is
+    ``true``); ``config_env`` the ``--config-env=name=VAR`` ones, whose value comes from the
+    environment. Both matter because ``-c alias.x=push`` turns ``git x`` into ``git push``.
+    """
+
+    canonical: list[str]
+    config: dict[str, str] = field(default_factory=dict)
+    config_env: dict[str, str] = field(default_factory=dict)
+    directories: list[str] = field(default_factory=list)
+
+    @property
+    def subcommand(self) -> str | None:
+        return self.canonical[1] if len(self.canonical) > 1 else None
+
+
+def git_call(argv: list[str]) -> GitCall | None:
+    """Read ``argv`` as a git invocation, or None when the program is not git."""
+    if not argv or os.path.basename(argv[0]) != "git":
+        return None
+    call = GitCall(canonical=[])
+    i = 1
+    while i < len(argv) and argv[i].startswith("-"):
+        opt, eq, attached = argv[i].partition("=")
+        takes = opt in _GIT_GLOBAL_WITH_ARG and not eq
+        value = (argv[i + 1] if i + 1 < len(argv) else "") if takes else attached
+        if opt == "-c":
+            name, has_value, setting = value.partition("=")
+            call.config[name.lower()] = setting if has_value else "true"
+        elif opt == "--config-env":
+            name, _, variable = value.partition("=")
+            call.config_env[name.lower()] = variable
+        elif opt == "-C":
+            call.directories.append(value)
+        i += 2 if takes else 1
+    call.canonical.extend(["git", *argv[i:]])
+    return call
 
 
 def git_canonical(argv: list[str]) -> list[str] | None:
     """``git -C x --no-pager push`` → ``git push``: global options hide the subcommand from
     patterns like ``git push *``. None when ``argv`` is not git or has no global options."""
-    if not argv or os.path.basename(argv[0]) != "git":
+    call = git_call(argv)
+    if call is None or len(call.canonical) == len(argv):
         return None
-    i = 1
-    while i < len(argv) and argv[i].startswith("-"):
-        i += 2 if argv[i] in _GIT_GLOBAL_WITH_ARG else 1
-    if i == 1:
-        return None
-    return ["git", *argv[i:]]
+    return call.canonical
 
 
 def _find_exec_commands(argv: list[str], parent: SimpleCommand, depth: int) -> list[SimpleCommand]:
@@ -852,6 +899,178 @@ def _h_stdbuf(args: list[str]) -> tuple[int, None] | None:
     ), None
 
 
+def _as_shell(script: str) -> list[str]:
+    """A command string a wrapper hands to ``/bin/sh -c``: parsed like ``sh -c`` would be."""
+    return ["sh", "-c", script]
+
+
+def _option_value(args: list[str], short: str, long: tuple[str, ...]) -> str | None:
+    """The value of ``-c VALUE`` / ``-qcVALUE`` / ``--command=VALUE`` anywhere in ``args`` (GNU
+    getopt permutes, so an option may follow the operands), or None when it is not given."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return None
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if name in long:
+                return value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            continue
+        if arg.startswith("-") and len(arg) > 1:
+            at = arg.find(short, 1)
+            if at != -1:
+                rest = arg[at + 1 :]
+                return rest if rest else (args[i + 1] if i + 1 < len(args) else "")
+    return None
+
+
+def _h_plain(args: list[str]) -> tuple[int, None] | None:
+    """Wrappers whose options take no argument: ``setsid -w cmd``, ``unbuffer -p cmd``."""
+    i = _skip_options(args)
+    return (i, None) if i < len(args) else None
+
+
+def _h_busybox(args: list[str]) -> tuple[int, None] | None:
+    """``busybox rm f`` runs the applet named by its first argument."""
+    return (0, None) if args and not args[0].startswith("-") else None
+
+
+def _h_ionice(args: list[str]) -> tuple[int, None] | None:
+    i = _skip_options(
+        args, short_with_arg="cnpPu", long_with_arg=("class", "classdata", "pid", "pgid", "uid")
+    )
+    acts_on_pids = any(
+        a[:2] in ("-p", "-P", "-u") or a[2:] in ("pid", "pgid", "uid") for a in args[:i]
+    )
+    return None if acts_on_pids or i >= len(args) else (i, None)
+
+
+def _h_chrt(args: list[str]) -> tuple[int, None] | None:
+    i = _skip_options(
+        args,
+        short_with_arg="TPD",
+        long_with_arg=("sched-runtime", "sched-period", "sched-deadline"),
+    )
+    if any(
+        a in ("-p", "--pid", "-m", "--max") or (a[:1] == "-" and "p" in a[1:2]) for a in args[:i]
+    ):
+        return None
+    if i < len(args) and args[i].isdigit():
+        i += 1  # the priority
+    return (i, None) if i < len(args) else None
+
+
+def _h_taskset(args: list[str]) -> tuple[int, None] | None:
+    i = _skip_options(args)
+    if any(a in ("-p", "--pid") or (a[:1] == "-" and a[1:2] != "-" and "p" in a) for a in args[:i]):
+        return None
+    i += 1  # the mask or CPU list
+    return (i, None) if i < len(args) else None
+
+
+def _h_flock(args: list[str]) -> tuple[int, list[str] | None] | None:
+    """``flock [opts] FILE cmd …`` or ``flock [opts] FILE -c 'cmd'``; ``flock FD`` runs nothing."""
+    i = _skip_options(
+        args,
+        short_with_arg="wEc",
+        long_with_arg=("timeout", "wait", "conflict-exit-code", "command"),
+    )
+    script = _option_value(args[:i], "c", ("command",))
+    if script is not None:
+        return len(args), _as_shell(script)
+    i += 1  # the lock file
+    if i < len(args) and args[i] in ("-c", "--command"):
+        return len(args), _as_shell(args[i + 1] if i + 1 < len(args) else "")
+    return (i, None) if i < len(args) else None
+
+
+def _h_script(args: list[str]) -> tuple[int, list[str]] | None:
+    """``script -qc 'cmd' /dev/null`` runs ``cmd`` through a shell; without ``-c`` an
+    interactive shell reads its commands from stdin (which we cannot see)."""
+    script = _option_value(args, "c", ("command",))
+    return len(args), _as_shell(script) if script is not None else ["sh"]
+
+
+def _h_su(args: list[str]) -> tuple[int, list[str]] | None:
+    """``su -c 'cmd' user`` (and ``runuser``); ``runuser -u user -- cmd`` runs cmd directly."""
+    user = _option_value(args, "u", ("user",))
+    if user is not None:
+        i = _skip_options(
+            args, short_with_arg="ugGsw", long_with_arg=("user", "group", "supp-group", "shell")
+        )
+        return i, list(args[i:]) if i < len(args) else ["sh"]
+    script = _option_value(args, "c", ("command", "session-command"))
+    if script is not None:
+        return len(args), _as_shell(script)
+    return len(args), ["sh"]  # an interactive shell reading stdin
+
+
+def _h_sg(args: list[str]) -> tuple[int, list[str]] | None:
+    """``sg GROUP -c 'cmd'`` or ``sg GROUP 'cmd'``: the command goes to ``/bin/sh -c``."""
+    rest = [a for a in args if a != "-"]
+    if len(rest) < 2:
+        return None
+    tail = rest[1:]
+    if tail[0] == "-c":
+        tail = tail[1:]
+    return len(args), _as_shell(" ".join(tail))
+
+
+def _h_doas(args: list[str]) -> tuple[int, None] | None:
+    i = _skip_options(args, short_with_arg="Cu")
+    return (i, None) if i < len(args) else None
+
+
+def _h_chroot(args: list[str]) -> tuple[int, list[str] | None] | None:
+    i = _skip_options(args, long_with_arg=("userspec", "groups")) + 1  # NEWROOT
+    return (i, None) if i < len(args) else (len(args), ["sh"])
+
+
+def _h_watch(args: list[str]) -> tuple[int, list[str] | None] | None:
+    """procps ``watch`` joins its arguments and runs them with ``sh -c`` (``-x``: directly)."""
+    i = _skip_options(args, short_with_arg="nq", long_with_arg=("interval", "equexit"))
+    if i >= len(args):
+        return None
+    if any(
+        a in ("-x", "--exec") or (a[:1] == "-" and a[1:2] != "-" and "x" in a) for a in args[:i]
+    ):
+        return i, None
+    return len(args), _as_shell(" ".join(args[i:]))
+
+
+def _h_ssh(args: list[str]) -> tuple[int, list[str]] | None:
+    """``ssh host cmd args``: the remote shell runs the words joined by spaces."""
+    i = _skip_options(args, short_with_arg="BbcDEeFIiJLlmOoPpQRSWw")
+    if i + 1 >= len(args):
+        return None  # no remote command: a login shell (or -N, a tunnel)
+    return len(args), _as_shell(" ".join(args[i + 1 :]))
+
+
+_PARALLEL_SEPARATORS = frozenset({":::", "::::", ":::+", "::::+"})
+
+
+def _h_parallel(args: list[str]) -> tuple[int, list[str]] | None:
+    """GNU parallel runs its command through a shell; with none, every input is a command."""
+    i = _skip_options(
+        args,
+        short_with_arg="jSadEIlLnNsP",
+        long_with_arg=("jobs", "sshlogin", "arg-file", "delimiter", "colsep", "results",
+                       "joblog", "tmpdir", "workdir", "timeout", "max-args", "max-lines"),
+    )  # fmt: skip
+    end = next((k for k in range(i, len(args)) if args[k] in _PARALLEL_SEPARATORS), len(args))
+    if end > i:
+        return len(args), _as_shell(" ".join(args[i:end]))
+    inputs = [a for a in args[end:] if a not in _PARALLEL_SEPARATORS]
+    if not inputs:
+        return None
+    return len(args), _as_shell("\n".join(inputs))
+
+
+def _h_tracer(args: list[str]) -> tuple[int, None] | None:
+    """``strace -o log cmd``, ``ltrace -f cmd``: the command is run under the tracer."""
+    i = _skip_options(args, short_with_arg="abeEIoOpPsSuUX", long_with_arg=("output",))
+    return (i, None) if i < len(args) else None
+
+
 _WRAPPER_HANDLERS: dict[str, _Handler] = {
     "sudo": _h_sudo,
     "env": _h_env,
@@ -863,7 +1082,35 @@ _WRAPPER_HANDLERS: dict[str, _Handler] = {
     "time": _h_time,
     "exec": _h_exec,
     "stdbuf": _h_stdbuf,
+    "setsid": _h_plain,
+    "unbuffer": _h_plain,
+    "eatmydata": _h_plain,
+    "fakeroot": _h_plain,
+    "torsocks": _h_plain,
+    "proxychains": _h_plain,
+    "proxychains4": _h_plain,
+    "dbus-run-session": _h_plain,
+    "catchsegv": _h_plain,
+    "nocache": _h_plain,
+    "busybox": _h_busybox,
+    "ionice": _h_ionice,
+    "chrt": _h_chrt,
+    "taskset": _h_taskset,
+    "flock": _h_flock,
+    "script": _h_script,
+    "su": _h_su,
+    "runuser": _h_su,
+    "sg": _h_sg,
+    "doas": _h_doas,
+    "chroot": _h_chroot,
+    "watch": _h_watch,
+    "ssh": _h_ssh,
+    "parallel": _h_parallel,
+    "strace": _h_tracer,
+    "ltrace": _h_tracer,
 }
+# Commands that run another command given as their remaining arguments.
+WRAPPERS = frozenset(_WRAPPER_HANDLERS)
 
 
 # --------------------------------------------------------------------------------------------

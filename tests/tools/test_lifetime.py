@@ -30,6 +30,20 @@ def _run_parent(tmp_path: Path, how: str) -> tuple[subprocess.Popen[str], int]:
     return parent, int(parent.stdout.readline())
 
 
+def _running_sleep(pid: int, timeout: float = 10.0) -> None:
+    """Wait until the child runs ``sleep`` itself: the death signal is asked for (by setpriv
+    or the preexec hook) before that exec, so a parent killed earlier proves nothing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).cmdline()[:1] == ["sleep"]:
+                return
+        except (psutil.NoSuchProcess, IndexError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"child {pid} never ran sleep")
+
+
 def _gone(pid: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,6 +66,7 @@ def _gone(pid: int, timeout: float = 5.0) -> bool:
 )
 def test_the_child_dies_with_a_sigkilled_parent(tmp_path: Path, how: str) -> None:
     parent, child = _run_parent(tmp_path, how)
+    _running_sleep(child)
     parent.kill()
     parent.wait()
     assert _gone(child)

@@ -9,6 +9,7 @@ import pytest
 from stagecrew.tools.shell_parse import (
     Redirect,
     SimpleCommand,
+    git_call,
     git_canonical,
     split_command,
     unquote,
@@ -123,6 +124,55 @@ def test_wrappers_are_unwrapped(command: str, inner: list[str]) -> None:
     assert cmd.argv == inner
     assert cmd.stages[0][0].endswith(command.split()[0].split("/")[-1])
     assert cmd.stages[-1] == inner
+
+
+@pytest.mark.parametrize(
+    ("command", "inner"),
+    [
+        ("setsid -w rm x", ["rm", "x"]),
+        ("ionice -c 3 -n 7 rm x", ["rm", "x"]),
+        ("flock -w 5 /tmp/lock rm x", ["rm", "x"]),
+        ("flock /tmp/lock -c 'rm x'", ["rm", "x"]),
+        ("script -qc 'rm x' /dev/null", ["rm", "x"]),
+        ("su -c 'rm x' root", ["rm", "x"]),
+        ("runuser -u nobody -- rm x", ["rm", "x"]),
+        ("sg staff -c 'rm x'", ["rm", "x"]),
+        ("watch -n 2 rm x", ["rm", "x"]),
+        ("watch -x rm x", ["rm", "x"]),
+        ("ssh -p 22 host rm x", ["rm", "x"]),
+        ("parallel -j 2 rm x ::: a", ["rm", "x"]),
+        ("busybox rm x", ["rm", "x"]),
+        ("chrt 10 rm x", ["rm", "x"]),
+        ("taskset 0x3 rm x", ["rm", "x"]),
+        ("strace -f -o log rm x", ["rm", "x"]),
+        ("doas -u root rm x", ["rm", "x"]),
+        ("chroot /srv rm x", ["rm", "x"]),
+    ],
+)
+def test_more_wrappers_are_unwrapped(command: str, inner: list[str]) -> None:
+    cmd = only(command)
+    assert cmd.argv == inner
+    assert cmd.stages[0][0] == command.split()[0]
+
+
+@pytest.mark.parametrize("command", ["ionice -p 123", "taskset -p 0x1 123", "ssh host", "flock 9"])
+def test_wrappers_acting_on_nothing_run_nothing(command: str) -> None:
+    assert only(command).argv == command.split()
+
+
+def test_interactive_wrappers_read_stdin_and_are_opaque() -> None:
+    for command in ("script /dev/null", "su -", "chroot /srv"):
+        parsed = split_command(command)
+        assert parsed.unparseable, command
+
+
+def test_git_call_reads_global_options() -> None:
+    call = git_call(["git", "-C", "sub", "-c", "Alias.Yolo=push", "--config-env=alias.x=V", "yolo"])
+    assert call is not None
+    assert call.canonical == ["git", "yolo"] and call.subcommand == "yolo"
+    assert call.config == {"alias.yolo": "push"} and call.config_env == {"alias.x": "V"}
+    assert call.directories == ["sub"]
+    assert git_call(["got", "x"]) is None
 
 
 @pytest.mark.parametrize(
