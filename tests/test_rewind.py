@@ -699,17 +699,6 @@ def test_crew_rewind_restores_the_start_byte_for_byte_and_can_be_undone(
     assert missing.returncode == 2 and "no rewind point 999" in missing.stderr
 
 
-def _resume_honours_rewinds() -> bool:
-    """Does the transcript a resume rebuilds (``history_from_events``) read the log through
-    ``conversation_events``? It is wired in ``actors/context.py``, outside this feature's
-    files; until then the end-to-end conversation test is an expected failure."""
-    from stagecrew.actors.context import history_from_events
-
-    marker = ConversationRewound(point=1, to_seq=2)
-    log = [*_session_log(), Envelope(session="s", sender="p", seq=10, body=marker)]
-    return len(history_from_events(log).messages) == 1
-
-
 @pytest.mark.ray
 def test_crew_rewind_conversation_then_resume_continues_from_the_point(
     ray_head: object, git_repo: Path, scripted_llm: Any
@@ -726,8 +715,6 @@ def test_crew_rewind_conversation_then_resume_continues_from_the_point(
     assert (git_repo / "gamma.txt").exists() and not (git_repo / "delta.txt").exists()
     assert "return 2" in (git_repo / "alpha.py").read_text()
 
-    if not _resume_honours_rewinds():
-        pytest.xfail("history_from_events does not read conversation_events yet (context.py)")
     llm.add_turns([{"text": "Resumed."}], queue="main")
     resumed = crew("resume", sid, "--output-format", "json", cwd=git_repo)
     assert resumed.returncode == 0, resumed.stderr
