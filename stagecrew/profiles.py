@@ -5,7 +5,7 @@ Markdown because the prompt is the bulk of a profile and people edit it like pro
 frontmatter keeps the few knobs (tools, permissions, model) next to the words they shape.
 Profiles are found in five places, later ones replacing earlier ones by name:
 
-1. the ones shipped with stagecrew (``configs/agents``);
+1. the ones shipped with stagecrew (``stagecrew/configs/agents``);
 2. Claude Code's user subagents (``~/.claude/agents/*.md``);
 3. the user's config dir (``<dir>/agents/*.md``);
 4. Claude Code's project subagents (``.claude/agents/*.md``);
@@ -36,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -236,16 +235,10 @@ def load_profile(path: Path | str) -> AgentProfile:
 
 
 def shipped_agents_dir() -> Path | None:
-    """Where the built-in profiles live: a ``stagecrew.configs`` package when installed that way,
-    else ``configs/agents`` at the repository root next to the ``stagecrew`` package."""
-    try:
-        resource = importlib.resources.files("stagecrew.configs") / "agents"
-        if resource.is_dir():
-            return Path(os.fspath(resource))  # type: ignore[arg-type]
-    except (ModuleNotFoundError, TypeError, NotADirectoryError):
-        pass
-    candidate = Path(__file__).resolve().parent.parent / "configs" / "agents"
-    return candidate if candidate.is_dir() else None
+    """Where the built-in profiles live (``stagecrew/configs/agents``)."""
+    from stagecrew.configs import shipped_dir
+
+    return shipped_dir("agents")
 
 
 def _stagecrew_dir(directory: Path | None) -> list[AgentProfile]:

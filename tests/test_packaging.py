@@ -1,6 +1,6 @@
 """Every package of the source tree is installed: ``pyproject.toml`` lists packages by hand
-(the shipped configs live outside ``stagecrew/``), and a package missing from the list works
-in a checkout but is absent from a real install."""
+(data directories too, to keep the build quiet), and a package missing from the list works in
+a checkout but is absent from a real install."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ Be brief.
 def test_shipped_dir_is_found_next_to_the_package() -> None:
     directory = shipped_agents_dir()
     assert directory is not None
-    assert directory == Path(__file__).resolve().parent.parent / "configs" / "agents"
+    assert directory == Path(__file__).resolve().parent.parent / "stagecrew" / "configs" / "agents"
 
 
 def test_shipped_build_profile() -> None:

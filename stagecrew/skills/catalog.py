@@ -9,7 +9,7 @@ request.
 
 Locations, lowest precedence first (a later one replaces an earlier skill of the same name)::
 
-    configs/skills/<name>/              shipped with stagecrew
+    stagecrew/configs/skills/<name>/    shipped with stagecrew
     ~/.claude/skills/<name>/            the person's, Claude Code's place
     <user config dir>/skills/<name>/    the person's, stagecrew's place
     .claude/skills/<name>/              the project's, Claude Code's place
@@ -20,7 +20,6 @@ A broken ``SKILL.md`` is one line naming the file and the problem; the other ski
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import re
 from collections.abc import Callable
@@ -106,16 +105,10 @@ class SkillCatalog:
 
 
 def shipped_skills_dir() -> Path | None:
-    """The skills shipped with stagecrew: the ``stagecrew.configs`` package when installed
-    that way, else ``configs/skills`` at the repository root (as the shipped profiles)."""
-    try:
-        resource = importlib.resources.files("stagecrew.configs") / "skills"
-        if resource.is_dir():
-            return Path(os.fspath(resource))  # type: ignore[arg-type]
-    except (ModuleNotFoundError, TypeError, NotADirectoryError):
-        pass
-    candidate = Path(__file__).resolve().parents[2] / "configs" / "skills"
-    return candidate if candidate.is_dir() else None
+    """The skills shipped with stagecrew (``stagecrew/configs/skills``)."""
+    from stagecrew.configs import shipped_dir
+
+    return shipped_dir("skills")
 
 
 def skill_locations(
