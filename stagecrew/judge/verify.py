@@ -143,8 +143,10 @@ def _bwrap_argv(workspace: Path, command: str, shell: str, git_dirs: list[Path])
         argv += ["--ro-bind", str(path), str(path)]
     argv += ["--unshare-net", "--die-with-parent", "--new-session"]
     if _probe_bwrap()[1]:
-        # With its own PID namespace, everything the command forks dies with it.
-        argv.append("--unshare-pid")
+        # With its own PID namespace, everything the command forks dies with it. The shell is
+        # the namespace's init (--as-pid-1): bwrap's own init would be left a zombie per check
+        # where the host's PID 1 does not reap orphans (containers). Timeouts use SIGKILL.
+        argv += ["--unshare-pid", "--as-pid-1"]
     argv += ["--chdir", str(workspace), shell, "-c", command]
     return argv
 
