@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -197,3 +198,20 @@ def wait_for(predicate: object, timeout: float = 30, every: float = 0.05) -> obj
             return value
         _time.sleep(every)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Host pids of the processes named ``marker`` (``exec -a``). Tool commands run in the
+    build sandbox, in a PID namespace of their own and unable to write outside the
+    workspace, so they cannot report their pids through a file next to it."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if (
+                proc.info["status"] != psutil.STATUS_ZOMBIE
+                and marker in (proc.info["cmdline"] or [""])[0]
+            ):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found

@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import crew, follow, git, wait_for
+from conftest import crew, follow, git, marked_pids, wait_for
 
 from stagecrew.messages import ActorFinished, CandidateFinished, SessionFinished
 from stagecrew.testing.scripted_llm import ScriptedLLM
@@ -58,23 +58,6 @@ def fix(replacement: str, **extra: object) -> list[dict[str, object]]:
 
 def model(llm: ScriptedLLM, name: str) -> dict[str, object]:
     return {"model": f"openai/{name}", "api_base": llm.base_url, "num_retries": 0}
-
-
-def marked_pids(marker: str) -> list[int]:
-    """Host pids of the processes named ``marker`` (``exec -a``). Tool commands run in the
-    build sandbox, in a PID namespace of their own and unable to write outside the
-    workspace, so they cannot report their pids through a file next to it."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if (
-                proc.info["status"] != psutil.STATUS_ZOMBIE
-                and marker in (proc.info["cmdline"] or [""])[0]
-            ):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def start_max(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import crew, wait_for
+from conftest import crew, marked_pids, wait_for
 
 from stagecrew.orchestrator import runtime
 from stagecrew.orchestrator.eventlog import read_events, session_dir
@@ -31,23 +31,6 @@ def _config(repo: Path, llm: ScriptedLLM, model: str = "m") -> None:
     (repo / ".stagecrew").mkdir(exist_ok=True)
     cfg = {"models": {"primary": {"model": f"openai/{model}", "api_base": llm.base_url}}}
     (repo / ".stagecrew" / "config.json").write_text(json.dumps(cfg))
-
-
-def marked_pids(marker: str) -> list[int]:
-    """Host pids of the processes named ``marker`` (``exec -a``). Tool commands run in the
-    build sandbox, in a PID namespace of their own and unable to write outside the
-    workspace, so they cannot report their pids through a file next to it."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if (
-                proc.info["status"] != psutil.STATUS_ZOMBIE
-                and marker in (proc.info["cmdline"] or [""])[0]
-            ):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def _crew_popen(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

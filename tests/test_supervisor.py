@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import follow, start_session, wait_for
+from conftest import follow, marked_pids, start_session, wait_for
 
 from stagecrew.messages import ActorFailed, ActorFinished, Notice, SessionFinished, ToolFinished
 from stagecrew.testing.scripted_llm import ScriptedLLM
@@ -37,23 +37,6 @@ def models(llm: ScriptedLLM, **extra_limits: object) -> dict[str, object]:
         },
         "limits": {"heartbeat_timeout_s": 20, **extra_limits},
     }
-
-
-def marked_pids(marker: str) -> list[int]:
-    """Host pids of the processes named ``marker`` (``exec -a``). Tool commands run in the
-    build sandbox, in a PID namespace of their own and unable to write outside the
-    workspace, so they cannot report their pids through a file next to it."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if (
-                proc.info["status"] != psutil.STATUS_ZOMBIE
-                and marker in (proc.info["cmdline"] or [""])[0]
-            ):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def task(prompt: str, profile: str = "build") -> dict[str, object]:
