@@ -67,3 +67,16 @@ def rewind_dir(workspace: Path | str) -> Path:
     """The shadow repository of rewind points (``stagecrew.rewind``): its own git dir and
     index, so the person's repository is never written to."""
     return state_dir(workspace) / "rewind"
+
+
+def runtime_home() -> Path:
+    """The person's runtime state outside any project (the head record with the control
+    port's token, the head's logs): ``STAGECREW_HOME``, else the platform's state dir."""
+    import os
+
+    override = os.environ.get("STAGECREW_HOME")
+    if override:
+        return Path(override)
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("stagecrew"))

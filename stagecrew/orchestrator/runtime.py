@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stagecrew import __version__
+from stagecrew import __version__, layout
 from stagecrew.envutil import blackhole_env
 from stagecrew.orchestrator.control import ControlError
 from stagecrew.orchestrator.control_api import SupervisorClient
@@ -90,14 +90,8 @@ def resolve_namespace(configured: str | None, *, local: bool) -> str:
 
 
 def state_home() -> Path:
-    """Per-user runtime state (head record, logs of the head's start)."""
-    override = os.environ.get("STAGECREW_HOME")
-    if override:
-        path = Path(override)
-    else:
-        from platformdirs import user_state_dir
-
-        path = Path(user_state_dir("stagecrew"))
+    """Per-user runtime state (head record, logs of the head's start), created if missing."""
+    path = layout.runtime_home()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 

@@ -450,6 +450,11 @@ def _build_options(
         # stagecrew's own records: no command needs them, and rewind snapshots hold copies
         # of files the deny rules mask.
         options += _mask(state_dir)
+    home = Path(os.path.realpath(layout.runtime_home()))
+    if home.is_dir() and not _under(home, [*masked, state_dir]):
+        # The head record holds the control port's token: with it a command could start a
+        # session of its own choosing, sandbox off.
+        options += _mask(home)
     options += _namespace_options(policy)
     options += ["--setenv", "TMPDIR", "/tmp"]
     for name, value in cache_env.items():

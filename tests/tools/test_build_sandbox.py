@@ -10,6 +10,7 @@ command without the rule or without the sandbox and see it succeed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -338,6 +339,26 @@ async def test_stagecrew_and_claude_settings_are_read_only(ws: Path) -> None:
         assert SECRET not in r.content and r.content.splitlines()[-2] == "0"
         assert (ws / ".stagecrew" / "config.json").read_text() == "{}"
         assert not (ws / ".claude" / "settings.json").exists()
+    finally:
+        cleanup(c)
+
+
+async def test_the_head_record_and_its_token_are_hidden(
+    ws: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head record holds the control port's token (with it, a command could start a
+    session with the sandbox off): the runtime home is an empty directory inside."""
+    home = outside / "stagecrew-home"
+    home.mkdir()
+    (home / "head.json").write_text(json.dumps({"token": SECRET}))
+    monkeypatch.setenv("STAGECREW_HOME", str(home))
+    c = make_ctx(ws)
+    try:
+        r = await bash(c, f"cat {home}/head.json; ls -A {home} | wc -l")
+        assert SECRET not in r.content and r.content.splitlines()[-2].strip() == "0", r.content
+        off = make_ctx(ws, mode="off")
+        r = await bash(off, f"cat {home}/head.json")
+        assert SECRET in r.content  # the control: readable without the sandbox
     finally:
         cleanup(c)
 
