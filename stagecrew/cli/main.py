@@ -414,25 +414,10 @@ def ps(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The live actor tree: state, elapsed, steps, tokens, cost, memory."""
-    import os
-
-    from rich.console import Console
-
-    from stagecrew.cli.render import actor_table
-    from stagecrew.orchestrator.control import ControlError
-    from stagecrew.orchestrator.runtime import RuntimeStartError, connect
+    from stagecrew.cli.runner import show_ps
 
     _preflight(project=None, home="read")
-    try:
-        reply = connect(os.environ.get("RAY_ADDRESS"), start=False).ps(session)
-    except (ControlError, RuntimeStartError) as exc:
-        raise _err(str(exc), EXIT_FAILED) from None
-    if as_json:
-        print(json.dumps({"actors": reply["actors"], "sessions": reply["sessions"]}))
-        return
-    # Ids whole in any terminal: narrow ones lose columns, never a character of an id.
-    console = Console()
-    console.print(actor_table(reply["actors"], width=console.width))
+    raise typer.Exit(show_ps(session, as_json))
 
 
 @app.command()
@@ -488,6 +473,11 @@ app.add_typer(mcp_app, name="mcp")
 from stagecrew.cli.import_cmd import import_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
+
+# `crew memory show|search|edit` (stagecrew/cli/memory_cmd.py).
+from stagecrew.cli.memory_cmd import memory_app  # noqa: E402
+
+app.add_typer(memory_app, name="memory")
 
 # `crew sessions|show|replay|fork|export` (stagecrew/cli/sessions_cmd.py).
 from stagecrew.cli import sessions_cmd  # noqa: E402

@@ -329,6 +329,11 @@ def show_logs(
 
 
 def show_ps(session: str | None, as_json: bool) -> int:
+    """``crew ps``: the live actor tree. Ids whole in any terminal: a narrow one loses
+    columns, never a character of an id (people copy them into ``crew cancel``)."""
+    from rich.console import Console
+
+    from stagecrew.cli.render import actor_table
     from stagecrew.orchestrator.runtime import connect
 
     try:
@@ -339,27 +344,8 @@ def show_ps(session: str | None, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"actors": reply["actors"], "sessions": reply["sessions"]}))
         return EXIT_OK
-    from rich.console import Console
-    from rich.table import Table
-
-    from stagecrew.cli.render import human_size
-
-    table = Table(title="stagecrew actors")
-    for col in ("actor", "role", "parent", "state", "elapsed", "steps", "tokens", "cost", "RSS"):
-        table.add_column(col)
-    for row in reply["actors"]:
-        table.add_row(
-            row["actor_id"],
-            row["role"],
-            row["parent"] or "",
-            row["state"],
-            f"{row['elapsed_s']:.0f}s",
-            str(row["steps"]),
-            f"{row['tokens']:,}",
-            f"${row['cost_usd']:.4f}",
-            human_size(row["rss_bytes"]) if row["rss_bytes"] else "",
-        )
-    Console().print(table)
+    console = Console()
+    console.print(actor_table(reply["actors"], width=console.width))
     return EXIT_OK
 
 
@@ -491,7 +477,9 @@ def resume_session(
 
 def show_tasks(sid: str | None, as_json: bool, cwd: Path | None = None) -> int:
     """``crew tasks [ID]``: the session's task ledger as the agents left it (read from disk,
-    so it works while the session runs, after it ended, and without a Ray head)."""
+    so it works while the session runs, after it ended, and without a Ray head: the ledger is
+    replaced atomically, so a read mid-write sees the old tree or the new one). ``--json``
+    adds the subagents that joined it, with the parent task their own tasks nest under."""
     from stagecrew.memory.tasks import TaskError, TaskLedger
 
     workspace = find_project_root(cwd or Path.cwd())
@@ -507,7 +495,8 @@ def show_tasks(sid: str | None, as_json: bool, cwd: Path | None = None) -> int:
     try:
         if as_json:
             tasks = [t.to_json() for t in ledger.tasks()]
-            print(json.dumps({"session": sid, "tasks": tasks}))
+            members = {a: vars(m) for a, m in ledger.members().items()}
+            print(json.dumps({"session": sid, "tasks": tasks, "subagents": members}))
         else:
             print(f"session {sid}")
             print(ledger.render_ledger())
