@@ -235,10 +235,17 @@ class Agent:
                     index.close()
 
     async def _adopt_tasks(self) -> None:
-        """Take over the open tasks of the actors named in ``adopt_tasks_from``."""
+        """Take over the open tasks of the actors named in ``adopt_tasks_from``; a subagent
+        instead joins the ledger under its parent's current task."""
         from stagecrew.memory.tasks import FINAL, TaskLedger
 
         paths = self.context.paths
+        if self.spec.role != ActorRole.PRIMARY and self.spec.parent and paths.session_id:
+            # A subagent's tasks nest under the task its parent is working on right now.
+            ledger = TaskLedger(paths.tasks_dir, self.spec.actor_id)
+            with contextlib.suppress(Exception):  # a damaged ledger is the tool's to report
+                await asyncio.to_thread(ledger.join, self.spec.parent)
+            return
         previous = set(self.spec.adopt_tasks_from) - {self.spec.actor_id}
         if (
             not previous

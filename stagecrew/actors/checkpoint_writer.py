@@ -16,7 +16,10 @@ waiting one (its messages are appended, its reason and goal win), so a burst of 
 two model calls, not one per request, and no message is skipped.
 
 The writer is also the single writer of the project's ``MEMORY.md`` (``save_memory``): one
-per session, every agent's ``memory save`` is routed here.
+per session, every agent's ``memory save`` is routed here. It only ever adds entries and drops
+its own oldest ones past a section's cap; every line a person wrote stays byte for byte
+(``ProjectMemoryWriter`` tells them apart), and concurrent sessions' writers take turns on the
+file.
 
 A plain async class: ``orchestrator/checkpoint_host.py`` runs it as a Ray actor, tests and the
 long-session benchmark run it in-process with the same model port the agent uses.

@@ -22,6 +22,9 @@ never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -418,34 +421,102 @@ def format_entry(text: str) -> str:
     return "\n".join([f"- {lines[0]}"] + [f"  {line}" if line else "" for line in lines[1:]])
 
 
+MEMORY_MAX_ENTRIES = 60  # per section; beyond it the writer drops its own oldest entries
+_ENTRY_START = re.compile(r"\n(?=[-*] )")
+
+
+def memory_entries(body: str) -> list[str]:
+    """A section body cut into entries: each list item with its continuation lines, and any
+    text before the first item as one block. Joining them with ``"\\n"`` gives ``body`` back."""
+    return [e for e in _ENTRY_START.split(body) if e.strip()] if body.strip() else []
+
+
+def entry_key(entry: str) -> str:
+    """What identifies an entry the writer wrote: its words, whitespace and case squashed."""
+    return hashlib.sha256(" ".join(entry.split()).lower().encode("utf-8")).hexdigest()[:20]
+
+
 class ProjectMemoryWriter:
     """The single writer of project ``MEMORY.md``.
 
     Agents never write the file themselves: the ``memory`` tool calls whatever callable the
-    lead puts in ``ctx.state["memory_writer"]``, and the lead routes that to the one actor that
+    lead puts in ``ctx.services.memory_writer``, and the lead routes that to the one actor that
     owns this writer. Re-reading the file on every save keeps a person's edits.
+
+    Whose line is whose. The writer records the key of every entry it writes in a sidecar
+    (``.MEMORY.writer.json`` beside the file); every other line is the person's and the writer
+    never removes or rewrites it. A sidecar, not a marker in the file, keeps ``MEMORY.md``
+    plain markdown for the person and the model; a person who edits a writer's entry makes it
+    theirs (its key no longer matches). The file is written before the sidecar, so a writer
+    killed between the two leaves an entry counted as the person's: kept, never lost.
+
+    The writer bounds each section to ``max_entries``: past it, it drops its own oldest
+    entries, never the person's. Saves from concurrent sessions of the project are serialised
+    by an ``flock`` beside the file, so neither loses the other's entry.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, max_entries: int = MEMORY_MAX_ENTRIES) -> None:
         self.path = Path(path)
+        self.max_entries = max_entries
+
+    @property
+    def owned_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.writer.json")
+
+    def owned(self) -> list[str]:
+        """Keys of the writer's entries, oldest first (unreadable sidecar: none, keep all)."""
+        try:
+            keys = json.loads(read_text(self.owned_path) or "{}").get("entries", [])
+        except (json.JSONDecodeError, AttributeError):
+            return []
+        return [k for k in keys if isinstance(k, str)]
+
+    def census(self) -> dict[str, tuple[int, int]]:
+        """Per section of the file: (entries the writer wrote, entries the person wrote)."""
+        owned = set(self.owned())
+        memory = ProjectMemory.load(self.path)
+        counts: dict[str, tuple[int, int]] = {}
+        for name in memory.section_names():
+            entries = memory_entries(memory.get(name))
+            mine = sum(entry_key(e) in owned for e in entries)
+            counts[name] = (mine, len(entries) - mine)
+        return counts
 
     def save(self, section: str | None, text: str) -> str:
         canon = resolve_memory_section(section)
         if not text or not text.strip():
             raise ValueError("Nothing to save: 'text' is empty.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(f".{self.path.name}.lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._save_locked(canon, text)
+
+    def _save_locked(self, canon: str, text: str) -> str:
         memory = ProjectMemory.load(self.path)
-        body = memory.get(canon)
+        entries = memory_entries(memory.get(canon))
         entry = format_entry(text)
-
-        def squash(item: str) -> str:
-            return " ".join(item.split()).lower()
-
-        existing = {squash(e) for e in re.split(r"\n(?=[-*] )", body) if e.strip()}
-        if squash(entry) in existing:
+        key = entry_key(entry)
+        if key in {entry_key(e) for e in entries}:
             return f"Already in project memory under '{canon}'; nothing changed."
-        memory.set(canon, f"{body}\n{entry}" if body else entry)
+        owned = [k for k in self.owned() if k != key] + [key]
+        entries.append(entry)
+        dropped = 0
+        for old in owned[:-1]:  # oldest first; the person's entries are never candidates
+            if len(entries) <= self.max_entries:
+                break
+            mine = [i for i, e in enumerate(entries) if entry_key(e) == old]
+            for i in reversed(mine):
+                del entries[i]
+                dropped += 1
+        memory.set(canon, "\n".join(entries))
         memory.save(self.path)
-        return f"Saved to project memory under '{canon}' ({self.path})."
+        live = {entry_key(e) for n in memory.section_names() for e in memory_entries(memory.get(n))}
+        atomic_write_text(
+            self.owned_path,
+            json.dumps({"version": 1, "entries": [k for k in owned if k in live]}) + "\n",
+        )
+        note = f"; dropped {dropped} older saved entries" if dropped else ""
+        return f"Saved to project memory under '{canon}' ({self.path}){note}."
 
     async def __call__(self, section: str | None, text: str) -> str:
         return self.save(section, text)

@@ -259,7 +259,8 @@ def test_query_builder() -> None:
     assert build_fts_query("") is None
     assert build_fts_query("the a of") == '"the" OR "a" OR "of"'  # stopwords only: kept
     q = build_fts_query("why does src/app.py:42 fail?")
-    assert q == '"src/app.py:42" OR "src/app.py" OR "app.py" OR "fail"'
+    # plain words of four letters or more match by prefix (``fail`` finds ``failed``)
+    assert q == '"src/app.py:42" OR "src/app.py" OR "app.py" OR "fail"*'
     assert build_fts_query('say "hi"') == '"say" OR "hi"'
     assert build_fts_query('a"b') == '"a""b"'
     many = " ".join(f"word{i}" for i in range(100))

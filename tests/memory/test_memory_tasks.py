@@ -36,8 +36,8 @@ def test_tree_ids(ledger: TaskLedger) -> None:
 
 def test_many_children_sort_numerically(ledger: TaskLedger) -> None:
     ledger.create("root")
-    for _ in range(11):
-        ledger.create("child", parent="T1")
+    for i in range(11):
+        ledger.create(f"child {i}", parent="T1")
     assert [t.id for t in ledger.tasks()][-3:] == ["T1.9", "T1.10", "T1.11"]
 
 
