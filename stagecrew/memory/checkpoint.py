@@ -212,6 +212,37 @@ def ensure_literals(checkpoint: Checkpoint, literals: Iterable[str]) -> list[str
     return missing
 
 
+_DECISION = re.compile(
+    r"^\s*(?:[-*]\s*)?(?:\*\*)?(?:decision|decided|we decided)(?:\*\*)?\s*[:\-–]\s*(.+?)\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+MAX_DECISIONS = 10
+
+
+def extract_decisions(messages: list[Message], limit: int = MAX_DECISIONS) -> list[str]:
+    """Decisions the agent or the person stated as such ("Decision: keep the CSV order"), in
+    order, each once: a decision said in passing is exactly what a rebuild must not lose, and
+    the writer's model may leave it out."""
+    found: dict[str, None] = {}
+    for m in messages:
+        if m.get("role") not in ("assistant", "user"):
+            continue
+        for match in _DECISION.finditer(content_text(m.get("content"))):
+            text = match.group(1).strip().rstrip(".")
+            if text:
+                found[text] = None
+    return list(found)[-limit:]
+
+
+def ensure_decisions(checkpoint: Checkpoint, decisions: Iterable[str]) -> list[str]:
+    """Append each stated decision the checkpoint does not hold yet under Decisions."""
+    rendered = checkpoint.render().lower()
+    missing = [d for d in decisions if d.lower() not in rendered]
+    if missing:
+        checkpoint.append("Decisions", "\n".join(f"- {d}" for d in missing))
+    return missing
+
+
 # ----------------------------------------------------------------------------- the prompt
 
 _SECTION_GUIDE = {
@@ -444,21 +475,23 @@ def update_checkpoint(
     merged.
     """
     literals = extract_literals(new_messages)
+    decisions = extract_decisions(new_messages)
     problem: str | None = None
     if model_output is not None:
         try:
             merged = merge_checkpoint(model_output, current, literals, person_goal)
             if task_tree is not None and not merged.get("Task tree").strip():
                 merged.set("Task tree", task_tree)
+            ensure_decisions(merged, decisions)
             return merged, None
         except Exception as exc:  # the writer must never take the agent down
             problem = f"{type(exc).__name__}: {exc}"
     else:
         problem = "no model output"
     try:
-        return checkpoint_without_model(
-            current, new_messages, person_goal, literals, task_tree
-        ), problem
+        fallback = checkpoint_without_model(current, new_messages, person_goal, literals, task_tree)
+        ensure_decisions(fallback, decisions)
+        return fallback, problem
     except Exception as exc:  # pragma: no cover - last line of defence
         return current, f"{problem}; fallback failed: {type(exc).__name__}: {exc}"
 
