@@ -631,20 +631,14 @@ class Chat:
 
     def connect(self) -> None:
         from stagecrew.orchestrator.control import ControlError
-        from stagecrew.orchestrator.runtime import RuntimeStartError, connect
+        from stagecrew.orchestrator.runtime import RuntimeStartError, connect_configured
 
         def starting(line: str) -> None:
             sys.stderr.write(f"crew: {line}\n")
             sys.stderr.flush()
 
         try:
-            runtime = self.config.runtime
-            self.client = connect(
-                runtime.address,
-                pool_size=runtime.pool_size,
-                namespace=runtime.namespace,
-                on_start=starting,
-            )
+            self.client = connect_configured(self.config.runtime, on_start=starting)
         except (ControlError, RuntimeStartError) as exc:
             raise ChatSetupError(str(exc), EXIT_FAILED) from exc
 

@@ -32,15 +32,10 @@ def _connect(
     """The supervisor's client (where ``runtime`` says: address, namespace, pool size); a
     start or a restart being waited for is said in one line (unless the caller already said
     why it is waiting)."""
-    from stagecrew.orchestrator.runtime import connect
+    from stagecrew.orchestrator.runtime import connect_configured
 
-    runtime = runtime or RuntimeConfig()
-    return connect(
-        runtime.address,
-        pool_size=runtime.pool_size,
-        namespace=runtime.namespace,
-        on_start=None if quiet else _say,
-        start=start,
+    return connect_configured(
+        runtime or RuntimeConfig(), start=start, on_start=None if quiet else _say
     )
 
 
@@ -114,11 +109,7 @@ def run_session(
         return EXIT_FAILED
     log_path = session_dir(workspace, sid) / "events.jsonl"
     if background:
-        if output_format == "json":
-            print(json.dumps({"session_id": sid, "log": str(log_path)}))
-        else:
-            print(sid)
-        return EXIT_OK
+        return print_started(sid, log_path, output_format)
     return follow_session(
         client,
         sid,
@@ -127,6 +118,15 @@ def run_session(
         interactive_permissions=sys.stdin.isatty(),
         runtime=config.runtime,
     )
+
+
+def print_started(sid: str, log_path: Path, output_format: str, **extra: str) -> int:
+    """What a session started in the background prints: its id, or one JSON object."""
+    if output_format == "json":
+        print(json.dumps({"session_id": sid, **extra, "log": str(log_path)}))
+    else:
+        print(sid)
+    return EXIT_OK
 
 
 def _confirm_on_terminal() -> Callable[[str], bool] | None:
@@ -459,11 +459,7 @@ def resume_session(
         _say(str(exc))
         return EXIT_FAILED
     if background:
-        if output_format == "json":
-            print(json.dumps({"session_id": sid, "log": str(log_path)}))
-        else:
-            print(sid)
-        return EXIT_OK
+        return print_started(sid, log_path, output_format)
     return follow_session(
         client,
         sid,

@@ -385,7 +385,7 @@ def _run_fork(
     from stagecrew.config import ConfigError, load_config
     from stagecrew.messages import ModelRole, new_id
     from stagecrew.orchestrator.control import ControlError
-    from stagecrew.orchestrator.runtime import RuntimeStartError, connect
+    from stagecrew.orchestrator.runtime import RuntimeStartError, connect_configured
     from stagecrew.sessions.fork import (
         ForkError,
         fork_point,
@@ -427,7 +427,7 @@ def _run_fork(
             f"forked session {sid} from {source} at step {point.step} of {point.steps}: "
             f"{messages} messages, context {report.before:,} → {report.after:,} tokens"
         )
-        client = connect(config.runtime.address, pool_size=config.runtime.pool_size, on_start=_say)
+        client = connect_configured(config.runtime, on_start=_say)
         client.start_session(
             spec,
             credentials,
@@ -438,13 +438,10 @@ def _run_fork(
     except (ControlError, RuntimeStartError, OSError, ValueError) as exc:
         _say(f"{exc} (the fork's log is kept: crew resume {sid} starts it)")
         return EXIT_FAILED
+    from stagecrew.cli.runner import follow_session, print_started
+
     if background:
-        if output_format == "json":
-            print(json.dumps({"session_id": sid, "forked_from": source, "log": str(log_path)}))
-        else:
-            print(sid)
-        return EXIT_OK
-    from stagecrew.cli.runner import follow_session
+        return print_started(sid, log_path, output_format, forked_from=source)
 
     return follow_session(
         client,

@@ -28,13 +28,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stagecrew import __version__, layout
 from stagecrew.envutil import blackhole_env
 from stagecrew.orchestrator.control import ControlError
 from stagecrew.orchestrator.control_api import SupervisorClient
 from stagecrew.orchestrator.names import HEAD_ID_VAR
+
+if TYPE_CHECKING:
+    from stagecrew.config import RuntimeConfig
 
 # Ray's switch that makes a node take 127.0.0.1 as its own address instead of finding its
 # route address by "connecting" to 8.8.8.8: right for a local head, wrong for a real cluster.
@@ -227,6 +230,20 @@ def connect(
             record = _bootstrap(head, pool_size)
         write_record(record)
         return record.client()
+
+
+def connect_configured(
+    settings: RuntimeConfig, *, start: bool = True, on_start: Any = None
+) -> SupervisorClient:
+    """``connect`` where the ``runtime`` configuration says: address, namespace, pool size
+    (every command that has a configuration connects through here, so none forgets one)."""
+    return connect(
+        settings.address,
+        pool_size=settings.pool_size,
+        namespace=settings.namespace,
+        on_start=on_start,
+        start=start,
+    )
 
 
 def _end_sessions_of(record: HeadRecord, why: str) -> list[str]:
