@@ -235,17 +235,19 @@ def prepare_session(
     environ: dict[str, str] | None = None,
     expand_commands: bool = True,
     confirm: Confirm | None = None,
+    setup: CustomSetup | None = None,
 ) -> PreparedSession:
     """The spec of a session (or of the next run of a chat). ``expand_commands``: a
     ``/name args`` prompt naming a custom command is that command (the chat turns it off for
     a ``//`` line). ``confirm`` asks the person about a ``!`cmd``` an ``ask`` rule covers;
-    without it the ask policy decides."""
+    without it the ask policy decides. ``setup``: the skills and commands a caller just
+    scanned (the chat, once per line), else scanned here."""
     from stagecrew.claude.permissions import load_claude_permissions
     from stagecrew.commands import split_invocation
     from stagecrew.profiles import ProfileError, discover_profile_catalog
 
     environ = dict(os.environ) if environ is None else environ
-    setup = custom_setup(workspace)
+    setup = setup or custom_setup(workspace)
     invocation = setup.commands.match(prompt) if expand_commands else None
     command = invocation[0] if invocation else None
     named = split_invocation(prompt) if expand_commands else None

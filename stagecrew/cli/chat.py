@@ -539,6 +539,7 @@ class Chat:
             session_id=session_id,
             expand_commands=expand,
             confirm=self._confirm if expand else None,
+            setup=self.setup,
         )
 
     def _confirm(self, question: str) -> bool:
